@@ -1,0 +1,30 @@
+//! # burn-spectrum
+//!
+//! Fine-tuning of large language models on [Burn](https://burn.dev) the
+//! [Spectrum](https://arxiv.org/abs/2406.06623) way: score every weight matrix by the
+//! signal-to-noise ratio (SNR) of its singular values, keep the top k% of each module type
+//! trainable, and freeze the rest.
+//!
+//! ## A tour
+//! - [`SpectrumSelector`] scans a Burn module tree ([`SpectrumSelector::scan_module`]) or a
+//!   Hugging Face checkpoint on disk ([`SpectrumSelector::scan_checkpoint`]) into a
+//!   [`ScanReport`]: per module the SNR, type, shape, largest singular value, threshold and
+//!   number of signal values.
+//! - [`ScanReport::select`] keeps the top k% per module type, as spectrum.py does, giving a
+//!   [`Selection`] that answers [`Selection::is_selected`] for a parameter name and gives the
+//!   [`burn::module::ParamId`]s to train with [`Selection::param_ids`].
+//! - [`SnrTable`] and [`Selection`] read and write spectrum.py's files
+//!   (`snr_results_<slug>.json`, `..._sorted.json`, `..._unfrozenparameters_<pct>percent.yaml`),
+//!   which axolotl reads.
+//! - Three thresholds ([`Threshold`]): `spectrum` (today's spectrum.py), `legacy` (the one the
+//!   published tables were made with) and `mp` (a Marchenko–Pastur bulk edge, our own).
+//!
+//! The `spectrum` binary wraps all this: `spectrum scan <MODEL>` and
+//! `spectrum select <SNR_JSON> --top-percent N`.
+
+pub mod error;
+pub mod io;
+pub mod spectrum;
+
+pub use error::{Error, Result};
+pub use spectrum::{ScanReport, Selection, SnrTable, SpectrumSelector, Threshold};

@@ -1,0 +1,239 @@
+//! `SpectrumSelector`: scores every weight matrix of a model and selects the ones to train.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use faer::Par;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use super::checkpoint::Checkpoint;
+use super::naming::{module_name, module_type};
+use super::selection::Selection;
+use super::singular_values::{Method, singular_values};
+use super::snr::{SnrScore, Threshold, score};
+use super::table::{SnrEntry, SnrTable};
+use super::weights::{Weight, checkpoint_weights, module_weights};
+use crate::error::{Error, Result};
+
+/// The score of one weight matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModuleSnr {
+    /// Parameter name, e.g. `model.layers.0.mlp.down_proj.weight`.
+    pub param_name: String,
+    /// Module name: the parameter name without `.weight`.
+    pub name: String,
+    /// Module type, e.g. `mlp.down_proj`.
+    pub module_type: String,
+    /// Shape as stored (HF `[out, in]` for a checkpoint, Burn's `[in, out]` for a Linear).
+    pub shape: Vec<usize>,
+    /// Score, largest singular value, threshold and signal count (see [`SnrScore`]).
+    pub score: SnrScore,
+    /// Number of singular values, `min(rows, cols)`.
+    pub rank: usize,
+}
+
+/// What a scan found, in scan (layer) order.
+#[derive(Clone, Debug)]
+pub struct ScanReport {
+    pub threshold: Threshold,
+    pub modules: Vec<ModuleSnr>,
+    /// Things worth telling the user (a weight with NaN values, a failed decomposition).
+    pub warnings: Vec<String>,
+}
+
+impl ScanReport {
+    /// The scores as spectrum.py's table (types in its order, layers in order within a type).
+    pub fn table(&self) -> SnrTable {
+        SnrTable::from_scan_order(
+            self.modules
+                .iter()
+                .map(|m| SnrEntry {
+                    name: m.name.clone(),
+                    module_type: m.module_type.clone(),
+                    snr: m.score.snr as f64,
+                })
+                .collect(),
+        )
+    }
+
+    /// spectrum.py's selection of the top `top_percent` per type.
+    pub fn select(&self, top_percent: u32) -> Result<Selection> {
+        self.table().select(top_percent)
+    }
+}
+
+/// Scores weight matrices by the signal-to-noise ratio of their singular values.
+///
+/// ```no_run
+/// use burn_spectrum::{SpectrumSelector, Threshold};
+/// let report = SpectrumSelector::new(Threshold::Spectrum)
+///     .scan_checkpoint("SmolLM2-135M".as_ref())?;
+/// let selection = report.select(25)?;
+/// assert!(selection.is_selected("lm_head.weight"));
+/// # Ok::<(), burn_spectrum::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct SpectrumSelector {
+    threshold: Threshold,
+    types: Option<Vec<String>>,
+    progress: bool,
+    method: Method,
+}
+
+/// A matrix at least this large (in elements) is decomposed alone, with all cores inside it;
+/// smaller ones are decomposed side by side, one core each.
+const ALONE_MIN_NUMEL: usize = 1 << 22;
+
+impl SpectrumSelector {
+    pub fn new(threshold: Threshold) -> Self {
+        SpectrumSelector {
+            threshold,
+            types: None,
+            progress: false,
+            method: Method::Gram,
+        }
+    }
+
+    /// How singular values are computed (default [`Method::Gram`]; [`Method::Svd`] is slower
+    /// and accurate to f64 also in the smallest values).
+    pub fn with_method(mut self, method: Method) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Scan only modules of these types (e.g. `mlp.down_proj`, `model.embed_tokens`).
+    pub fn with_types(mut self, types: Vec<String>) -> Self {
+        self.types = Some(types);
+        self
+    }
+
+    /// Show a progress bar on standard error (hidden when it is not a terminal).
+    pub fn with_progress(mut self, progress: bool) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Scans every `weight` of a Burn module tree, named by its parameter path.
+    pub fn scan_module<B: Backend, M: Module<B>>(&self, module: &M) -> Result<ScanReport> {
+        self.scan(module_weights::<B, M>(module))
+    }
+
+    /// Scans every `.weight` tensor of a `.safetensors` file or a Hugging Face folder (single
+    /// or sharded), reading a few tensors at a time.
+    pub fn scan_checkpoint(&self, path: &Path) -> Result<ScanReport> {
+        let checkpoint = Checkpoint::open(path)?;
+        self.scan(checkpoint_weights(&checkpoint)?)
+    }
+
+    fn scan(&self, weights: Vec<Weight<'_>>) -> Result<ScanReport> {
+        let weights = self.filter_types(weights)?;
+        let method = self.method;
+        let bar = self.progress_bar(weights.len());
+        let largest = weights.iter().map(Weight::numel).max().unwrap_or(0);
+        let alone = |w: &Weight| w.numel() >= ALONE_MIN_NUMEL && w.numel() * 4 >= largest;
+        let mut results: Vec<Option<Result<(ModuleSnr, Option<String>)>>> =
+            (0..weights.len()).map(|_| None).collect();
+        // Big matrices one at a time (memory stays near one of them), then the rest in parallel.
+        for (i, w) in weights.iter().enumerate().filter(|(_, w)| alone(w)) {
+            results[i] = Some(self.score_weight(w, method, Par::rayon(0), &bar));
+        }
+        let small: Vec<(usize, Result<_>)> = weights
+            .par_iter()
+            .enumerate()
+            .filter(|(_, w)| !alone(w))
+            .map(|(i, w)| (i, self.score_weight(w, method, Par::Seq, &bar)))
+            .collect();
+        for (i, result) in small {
+            results[i] = Some(result);
+        }
+        bar.finish_and_clear();
+        let mut report = ScanReport {
+            threshold: self.threshold,
+            modules: Vec::with_capacity(weights.len()),
+            warnings: Vec::new(),
+        };
+        for result in results {
+            let (module, warning) = result.expect("every weight was scored")?;
+            report.modules.push(module);
+            report.warnings.extend(warning);
+        }
+        Ok(report)
+    }
+
+    fn filter_types<'a>(&self, weights: Vec<Weight<'a>>) -> Result<Vec<Weight<'a>>> {
+        if weights.is_empty() {
+            return Err(Error::NothingToScan("no `weight` parameters found".into()));
+        }
+        let Some(types) = &self.types else {
+            return Ok(weights);
+        };
+        let type_of = |w: &Weight| module_type(module_name(&w.param_name)).to_owned();
+        if let Some(unknown) = types
+            .iter()
+            .find(|t| !weights.iter().any(|w| &type_of(w) == *t))
+        {
+            let mut present: Vec<String> = weights.iter().map(type_of).collect();
+            present.sort();
+            present.dedup();
+            return Err(Error::NothingToScan(format!(
+                "no weight of type `{unknown}`; types present: {}",
+                present.join(", ")
+            )));
+        }
+        Ok(weights
+            .into_iter()
+            .filter(|w| types.contains(&type_of(w)))
+            .collect())
+    }
+
+    fn score_weight(
+        &self,
+        weight: &Weight,
+        method: Method,
+        par: Par,
+        bar: &ProgressBar,
+    ) -> Result<(ModuleSnr, Option<String>)> {
+        let (rows, cols) = weight.matrix_shape();
+        let data = (weight.read)()?;
+        let name = module_name(&weight.param_name);
+        let mut warning = None;
+        let singular = if data.iter().all(|v| v.is_finite()) {
+            singular_values(&data, rows, cols, method, par).unwrap_or_else(|| {
+                warning = Some(format!(
+                    "`{name}`: singular values did not converge; SNR is NaN"
+                ));
+                vec![f32::NAN]
+            })
+        } else {
+            warning = Some(format!(
+                "`{name}` has NaN or infinite values; its SNR is NaN"
+            ));
+            vec![f32::NAN]
+        };
+        drop(data);
+        let module = ModuleSnr {
+            param_name: weight.param_name.clone(),
+            name: name.to_owned(),
+            module_type: module_type(name).to_owned(),
+            shape: weight.shape.clone(),
+            score: score(&singular, rows, cols, self.threshold),
+            rank: rows.min(cols),
+        };
+        bar.inc(1);
+        Ok((module, warning))
+    }
+
+    fn progress_bar(&self, len: usize) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} weights, {elapsed} (eta {eta})")
+                .expect("the template is valid"),
+        );
+        bar
+    }
+}

@@ -1,0 +1,183 @@
+//! SNR tables: the `snr_results_<slug>.json` and `..._sorted.json` files of spectrum.py.
+
+use std::path::Path;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use super::naming::type_order_key;
+use super::python_json::{float_repr, string};
+use super::selection::Selection;
+use crate::error::{Error, Result};
+
+/// One module's score.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnrEntry {
+    /// Module name, e.g. `model.layers.3.mlp.down_proj`.
+    pub name: String,
+    /// Module type, e.g. `mlp.down_proj`.
+    pub module_type: String,
+    /// The score; `inf` and `NaN` are possible.
+    pub snr: f64,
+}
+
+/// The scores of a model, in the order spectrum.py writes them: types in its type order, and
+/// within a type, modules in layer order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SnrTable {
+    pub entries: Vec<SnrEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TableValue {
+    /// `"<module>": {"snr": <f>, "type": "<type>"}`
+    Entry {
+        snr: f64,
+        #[serde(rename = "type")]
+        module_type: String,
+    },
+    /// `"<type>": {"<module>": <f>, ...}`
+    Sorted(IndexMap<String, f64>),
+}
+
+impl SnrTable {
+    /// Builds a table from entries in scan order, grouping them by type in spectrum.py's order.
+    pub fn from_scan_order(entries: Vec<SnrEntry>) -> Self {
+        let mut entries = entries;
+        // A stable sort keeps layer order within each type.
+        entries.sort_by(|a, b| type_order_key(&a.module_type).cmp(&type_order_key(&b.module_type)));
+        SnrTable { entries }
+    }
+
+    /// Reads either form of spectrum.py's JSON (plain or `_sorted`), with `Infinity`/`NaN`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text).map_err(|reason| Error::InvalidSnrTable {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// Parses either form of the JSON; the error says why the text is not an SNR table.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let map: IndexMap<String, TableValue> = json5::from_str(text).map_err(|e| {
+            format!("expected {{\"<module>\": {{\"snr\": ..., \"type\": ...}}}} or {{\"<type>\": {{\"<module>\": <snr>}}}}: {e}")
+        })?;
+        if map.is_empty() {
+            return Err("the table is empty".into());
+        }
+        let mut entries = Vec::new();
+        let mut form = None;
+        for (key, value) in map {
+            let this_form = matches!(value, TableValue::Entry { .. });
+            if *form.get_or_insert(this_form) != this_form {
+                return Err(format!("`{key}` mixes the plain and the sorted form"));
+            }
+            match value {
+                TableValue::Entry { snr, module_type } => entries.push(SnrEntry {
+                    name: key,
+                    module_type,
+                    snr,
+                }),
+                TableValue::Sorted(modules) => {
+                    entries.extend(modules.into_iter().map(|(name, snr)| SnrEntry {
+                        name,
+                        module_type: key.clone(),
+                        snr,
+                    }))
+                }
+            }
+        }
+        Ok(SnrTable { entries })
+    }
+
+    /// Module types in order of first appearance.
+    pub fn types(&self) -> Vec<&str> {
+        let mut types: Vec<&str> = Vec::new();
+        for entry in &self.entries {
+            if !types.contains(&entry.module_type.as_str()) {
+                types.push(&entry.module_type);
+            }
+        }
+        types
+    }
+
+    /// The entries of each type, in table order.
+    pub fn by_type(&self) -> Vec<(&str, Vec<&SnrEntry>)> {
+        let mut groups: IndexMap<&str, Vec<&SnrEntry>> = IndexMap::new();
+        for entry in &self.entries {
+            groups.entry(&entry.module_type).or_default().push(entry);
+        }
+        groups.into_iter().collect()
+    }
+
+    /// The entries of each type, highest SNR first (stable on ties, `NaN` last).
+    pub fn sorted_by_type(&self) -> Vec<(&str, Vec<&SnrEntry>)> {
+        let mut groups = self.by_type();
+        for (_, entries) in &mut groups {
+            entries.sort_by(|a, b| descending(a.snr, b.snr));
+        }
+        groups
+    }
+
+    /// The top `top_percent` of modules of each type (spectrum.py's rule), plus `lm_head` and
+    /// `model.embed_tokens` as spectrum.py's YAML always lists them.
+    pub fn select(&self, top_percent: u32) -> Result<Selection> {
+        Selection::top_percent(self, top_percent)
+    }
+
+    /// `snr_results_<slug>.json`, byte for byte as `json.dump(..., indent=4)` writes it.
+    pub fn to_json(&self) -> String {
+        let items: Vec<String> = self
+            .entries
+            .iter()
+            .map(|e| {
+                format!(
+                    "    {}: {{\n        \"snr\": {},\n        \"type\": {}\n    }}",
+                    string(&e.name),
+                    float_repr(e.snr),
+                    string(&e.module_type)
+                )
+            })
+            .collect();
+        wrap_object(&items, "")
+    }
+
+    /// `snr_results_<slug>_sorted.json`: per type, modules by SNR descending.
+    pub fn to_sorted_json(&self) -> String {
+        let items: Vec<String> = self
+            .sorted_by_type()
+            .iter()
+            .map(|(module_type, entries)| {
+                let inner: Vec<String> = entries
+                    .iter()
+                    .map(|e| format!("        {}: {}", string(&e.name), float_repr(e.snr)))
+                    .collect();
+                format!(
+                    "    {}: {}",
+                    string(module_type),
+                    wrap_object(&inner, "    ")
+                )
+            })
+            .collect();
+        wrap_object(&items, "")
+    }
+}
+
+fn wrap_object(items: &[String], indent: &str) -> String {
+    if items.is_empty() {
+        return "{}".into();
+    }
+    format!("{{\n{}\n{indent}}}", items.join(",\n"))
+}
+
+/// Descending order for scores: larger first, `NaN` after everything.
+pub(crate) fn descending(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        (false, false) => b.partial_cmp(&a).expect("neither is NaN"),
+    }
+}
