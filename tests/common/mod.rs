@@ -1,0 +1,64 @@
+#![allow(dead_code)]
+//! Helpers shared by the integration tests.
+
+use std::path::PathBuf;
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// The published tables of spectrum.py, beside the repository (DESIGN.md section 3).
+pub fn published(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference/spectrum_snr_results")
+        .join(name)
+}
+
+pub const PUBLISHED: [&str; 6] = [
+    "snr_results_HuggingFaceTB-SmolLM-135M.json",
+    "snr_results_Qwen-Qwen2-MoE-57B-A14B.json",
+    "snr_results_TinyLlama-TinyLlama-v1.1.json",
+    "snr_results_meta-llama-Meta-Llama-3-8B.json",
+    "snr_results_meta-llama-Meta-Llama-3.1-8B-Instruct.json",
+    "snr_results_mistralai-Mistral-7B-v0.1.json",
+];
+
+/// Equal within `rel` relative error; infinities and NaNs must match exactly.
+pub fn close(got: f64, want: f64, rel: f64) -> bool {
+    if want.is_nan() || got.is_nan() {
+        return want.is_nan() && got.is_nan();
+    }
+    if want.is_infinite() || got.is_infinite() {
+        return got == want;
+    }
+    (got - want).abs() <= rel * want.abs().max(1e-30)
+}
+
+/// Standard normal numbers from a fixed seed (SplitMix64 and Box–Muller).
+pub struct Gaussian(u64);
+
+impl Gaussian {
+    pub fn new(seed: u64) -> Self {
+        Gaussian(seed)
+    }
+
+    fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn sample(&mut self) -> f64 {
+        let u = self.uniform().max(f64::MIN_POSITIVE);
+        let v = self.uniform();
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+
+    pub fn matrix(&mut self, rows: usize, cols: usize, scale: f64) -> Vec<f64> {
+        (0..rows * cols).map(|_| self.sample() * scale).collect()
+    }
+}
