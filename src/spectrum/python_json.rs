@@ -11,8 +11,16 @@ pub fn float_repr(value: f64) -> String {
     if value.is_infinite() {
         return if value > 0.0 { "Infinity" } else { "-Infinity" }.into();
     }
-    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-5".
-    let scientific = format!("{value:e}");
+    // Rust's `{:e}` gives the fewest digits that round-trip ("-1.2345e-5"). Several strings of
+    // that length may round-trip; Python prints the correctly rounded one (ties to even), and
+    // so does `{:.Ne}`.
+    let shortest = format!("{value:e}");
+    let digits = shortest
+        .chars()
+        .take_while(|c| *c != 'e')
+        .filter(char::is_ascii_digit)
+        .count();
+    let scientific = format!("{value:.*e}", digits.saturating_sub(1));
     let (mantissa, exponent) = scientific.split_once('e').expect("`{:e}` has an exponent");
     let exponent: i32 = exponent.parse().expect("`{:e}` exponent is an integer");
     let (sign, mantissa) = match mantissa.strip_prefix('-') {
@@ -65,6 +73,8 @@ mod tests {
             (f64::NAN, "NaN"),
             (1.2345678e-7, "1.2345678e-07"),
             (2.0e100, "2e+100"),
+            (1.27249908447265625, "1.2724990844726562"),
+            (0.60138702392578125, "0.6013870239257812"),
         ];
         for (value, want) in cases {
             assert_eq!(float_repr(value), want, "{value}");

@@ -1,0 +1,197 @@
+//! The `spectrum` binary: files, names and errors.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use burn_spectrum::SnrTable;
+use common::{close, fixture, published};
+
+fn spectrum(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spectrum"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+#[test]
+fn scan_writes_spectrum_py_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("tiny_llama");
+    let out = spectrum(
+        &[
+            "scan",
+            model.to_str().unwrap(),
+            "--top-percent",
+            "25",
+            "--top-percent",
+            "50",
+            "--model-name",
+            "org/tiny_llama",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("scanned 21 weights in "), "{stdout}");
+    let out_dir = dir.path().join("model_snr_results");
+    assert_eq!(
+        files_in(&out_dir),
+        [
+            "snr_results_org-tiny-llama.json",
+            "snr_results_org-tiny-llama_sorted.json",
+            "snr_results_org-tiny-llama_unfrozenparameters_25percent.yaml",
+            "snr_results_org-tiny-llama_unfrozenparameters_50percent.yaml",
+        ]
+    );
+    let got = SnrTable::read(&out_dir.join("snr_results_org-tiny-llama.json")).unwrap();
+    let want = SnrTable::read(&fixture("tiny_expected_f32_spectrum.json")).unwrap();
+    assert_eq!(got.entries.len(), want.entries.len());
+    for (g, w) in got.entries.iter().zip(&want.entries) {
+        assert_eq!(g.name, w.name);
+        assert!(close(g.snr, w.snr, 2e-5), "{}", g.name);
+    }
+    let yaml = std::fs::read_to_string(
+        out_dir.join("snr_results_org-tiny-llama_unfrozenparameters_50percent.yaml"),
+    )
+    .unwrap();
+    assert!(yaml.starts_with("unfrozen_parameters:\n- ^lm_head.weight$\n- ^model.embed_tokens.weight$\n# input_layernorm layers\n"));
+}
+
+#[test]
+fn scan_slug_from_folder_and_file_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = spectrum(
+        &[
+            "scan",
+            fixture("tiny_llama").to_str().unwrap(),
+            "--out-dir",
+            "o",
+            "--threshold",
+            "mp",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success());
+    assert!(files_in(&dir.path().join("o")).contains(&"snr_results_tiny-llama.json".to_string()));
+    let out = spectrum(
+        &[
+            "scan",
+            fixture("tiny_bf16.safetensors").to_str().unwrap(),
+            "--out-dir",
+            "p",
+            "--types",
+            "mlp.up_proj",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success());
+    let table = SnrTable::read(&dir.path().join("p/snr_results_tiny-bf16.json")).unwrap();
+    assert_eq!(table.entries.len(), 2);
+}
+
+#[test]
+fn select_from_published_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = published("snr_results_meta-llama-Meta-Llama-3.1-8B-Instruct.json");
+    let out = spectrum(
+        &["select", table.to_str().unwrap(), "--top-percent", "25"],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml_path = dir.path().join("model_snr_results/snr_results_meta-llama-Meta-Llama-3.1-8B-Instruct_unfrozenparameters_25percent.yaml");
+    let yaml = std::fs::read_to_string(yaml_path).unwrap();
+    // The sorted table lists each type by SNR already: the first 8 of 32 down_proj entries.
+    let want = SnrTable::read(&table).unwrap();
+    let down: Vec<&str> = want
+        .entries
+        .iter()
+        .filter(|e| e.module_type == "mlp.down_proj")
+        .map(|e| e.name.as_str())
+        .take(8)
+        .collect();
+    let got: Vec<&str> = yaml
+        .lines()
+        .skip_while(|l| *l != "# mlp.down_proj layers")
+        .skip(1)
+        .take(8)
+        .map(|l| &l[2..])
+        .collect();
+    assert_eq!(got, down);
+}
+
+/// A bad input exits non-zero, says what is wrong, and writes nothing.
+fn assert_fails(args: &[&str], message: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = spectrum(args, dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(stderr.contains(message), "{args:?}: {stderr}");
+    assert!(
+        files_in(&dir.path().join("model_snr_results")).is_empty(),
+        "{args:?} wrote files"
+    );
+}
+
+#[test]
+fn bad_input_fails_cleanly() {
+    let empty = tempfile::tempdir().unwrap();
+    let truncated = empty.path().join("truncated.safetensors");
+    let bytes = std::fs::read(fixture("tiny_llama/model.safetensors")).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let not_table = empty.path().join("config.json");
+    std::fs::write(&not_table, r#"{"model_type": "llama", "hidden_size": 576}"#).unwrap();
+    let tiny = fixture("tiny_llama");
+    assert_fails(&["scan", "/no/such/model"], "no such file or folder");
+    assert_fails(
+        &["scan", empty.path().join("sub").to_str().unwrap()],
+        "no such file or folder",
+    );
+    assert_fails(
+        &["scan", truncated.to_str().unwrap()],
+        "not a valid safetensors file",
+    );
+    assert_fails(
+        &["scan", tiny.to_str().unwrap(), "--top-percent", "101"],
+        "101",
+    );
+    assert_fails(
+        &["scan", tiny.to_str().unwrap(), "--threshold", "median"],
+        "median",
+    );
+    assert_fails(
+        &["select", not_table.to_str().unwrap(), "--top-percent", "25"],
+        "not an SNR table",
+    );
+    assert_fails(
+        &["select", published(common::PUBLISHED[0]).to_str().unwrap()],
+        "--top-percent",
+    );
+    let no_safetensors = tempfile::tempdir().unwrap();
+    std::fs::write(no_safetensors.path().join("config.json"), "{}").unwrap();
+    assert_fails(
+        &["scan", no_safetensors.path().to_str().unwrap()],
+        "no .safetensors file",
+    );
+}
