@@ -5,17 +5,18 @@ Used to get the real SmolLM2-135M (DESIGN.md section 8) as a checkpoint for chec
 benchmarks until `spectrum import-gguf` exists. Tensor names and the q/k un-permutation follow
 DESIGN.md section 5.
 
-    python scripts/gguf_to_hf.py SmolLM2-135M-Instruct.Q4_1.gguf assets/models/SmolLM2-135M-Instruct [--dtype bf16]
+    python scripts/gguf_to_hf.py SmolLM2-135M-Instruct.Q4_1.gguf assets/models/SmolLM2-135M-Instruct [--dtype f16]
+
+Needs only `gguf`, `numpy` and `safetensors` (no torch).
 """
 import argparse
 import json
 import os
 
 import numpy as np
-import torch
 from gguf import GGUFReader
 from gguf.quants import dequantize
-from safetensors.torch import save_file
+from safetensors.numpy import save_file
 
 BLOCK_NAMES = {
     "attn_norm": "input_layernorm",
@@ -54,12 +55,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("gguf")
     ap.add_argument("out_dir")
-    ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
+    ap.add_argument("--dtype", default="f32", choices=["f32", "f16"])
     args = ap.parse_args()
     reader = GGUFReader(args.gguf)
     heads = field(reader, "llama.attention.head_count")
     kv_heads = field(reader, "llama.attention.head_count_kv")
-    dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    dtype = {"f32": np.float32, "f16": np.float16}[args.dtype]
     tensors = {}
     for t in reader.tensors:
         shape = [int(d) for d in reversed(t.shape.tolist())]
@@ -69,9 +70,11 @@ def main():
             values = unpermute(values, heads)
         elif ".self_attn.k_proj." in name:
             values = unpermute(values, kv_heads)
-        tensors[name] = torch.from_numpy(np.ascontiguousarray(values)).to(dtype)
+        tensors[name] = np.ascontiguousarray(values.astype(dtype))
     os.makedirs(args.out_dir, exist_ok=True)
-    save_file(tensors, os.path.join(args.out_dir, "model.safetensors"), metadata={"format": "pt"})
+    tmp = os.path.join(args.out_dir, "model.safetensors.tmp")
+    save_file(tensors, tmp, metadata={"format": "pt"})
+    os.replace(tmp, os.path.join(args.out_dir, "model.safetensors"))
     config = {
         "model_type": "llama",
         "hidden_size": field(reader, "llama.embedding_length"),
