@@ -410,6 +410,28 @@ fn nan_weight_gives_nan_snr_and_a_warning() {
 }
 
 #[test]
+fn empty_weight_gives_nan_snr_and_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.safetensors");
+    write_safetensors(
+        &path,
+        &[(
+            "model.layers.0.mlp.up_proj.weight",
+            safetensors::Dtype::F32,
+            vec![0, 4],
+            vec![],
+        )],
+    );
+    let report = scan(&path, Threshold::Spectrum);
+    assert!(report.modules[0].score.snr.is_nan());
+    assert!(
+        report.warnings[0].contains("no elements"),
+        "{:?}",
+        report.warnings
+    );
+}
+
+#[test]
 fn broken_shard_index_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let index = dir.path().join("model.safetensors.index.json");

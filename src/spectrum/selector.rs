@@ -199,7 +199,10 @@ impl SpectrumSelector {
         let data = (weight.read)()?;
         let name = module_name(&weight.param_name);
         let mut warning = None;
-        let singular = if data.iter().all(|v| v.is_finite()) {
+        let singular = if data.is_empty() {
+            warning = Some(format!("`{name}` has no elements; its SNR is NaN"));
+            vec![f32::NAN]
+        } else if data.iter().all(|v| v.is_finite()) {
             singular_values(&data, rows, cols, method, par).unwrap_or_else(|| {
                 warning = Some(format!(
                     "`{name}`: singular values did not converge; SNR is NaN"
