@@ -26,6 +26,9 @@ pub enum Method {
 
 /// Singular values, descending, of the `rows x cols` row-major matrix `data`; `None` if the
 /// decomposition did not converge. `par` is the parallelism used inside this one matrix.
+///
+/// # Panics
+/// If `data.len() != rows * cols`.
 pub fn singular_values(
     data: &[f32],
     rows: usize,

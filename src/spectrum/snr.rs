@@ -128,6 +128,9 @@ fn iqr_threshold(sv_desc: &[f32], rows: usize, cols: usize) -> f32 {
 
 /// The `q`-quantile of ascending `values` with linear interpolation, computed in f32 the way
 /// `torch.quantile` does (rank `q * (n - 1)`, then `lerp` between the neighbours).
+///
+/// # Panics
+/// If `ascending` is empty.
 pub fn quantile(ascending: &[f32], q: f32) -> f32 {
     let n = ascending.len();
     assert!(n > 0, "quantile of an empty slice");
