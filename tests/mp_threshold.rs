@@ -7,10 +7,13 @@ use burn_spectrum::spectrum::singular_values::{Method, singular_values};
 use burn_spectrum::spectrum::snr::{Threshold, score};
 use common::Gaussian;
 
-fn mp_score(data: &[f64], rows: usize, cols: usize) -> burn_spectrum::spectrum::SnrScore {
+fn values(data: &[f64], rows: usize, cols: usize) -> Vec<f32> {
     let data: Vec<f32> = data.iter().map(|&v| v as f32).collect();
-    let sv = singular_values(&data, rows, cols, Method::Gram, faer::Par::rayon(0)).unwrap();
-    score(&sv, rows, cols, Threshold::Mp)
+    singular_values(&data, rows, cols, Method::Gram, faer::Par::rayon(0)).unwrap()
+}
+
+fn mp_score(data: &[f64], rows: usize, cols: usize) -> burn_spectrum::spectrum::SnrScore {
+    score(&values(data, rows, cols), rows, cols, Threshold::Mp)
 }
 
 #[test]
@@ -18,7 +21,8 @@ fn pure_noise_has_almost_no_signal() {
     let mut rng = Gaussian::new(7);
     for (rows, cols, scale) in [(512, 2048, 0.02), (300, 300, 1.0), (2048, 256, 5.0)] {
         let noise = rng.matrix(rows, cols, scale);
-        let got = mp_score(&noise, rows, cols);
+        let sv = values(&noise, rows, cols);
+        let got = score(&sv, rows, cols, Threshold::Mp);
         assert!(
             got.signal_count <= 1,
             "{rows}x{cols}: {} signal values",
@@ -26,8 +30,6 @@ fn pure_noise_has_almost_no_signal() {
         );
         // spectrum.py's rule, on the same matrix, calls most of it signal: the weakness the
         // `mp` threshold fixes (DESIGN.md section 3).
-        let data: Vec<f32> = noise.iter().map(|&v| v as f32).collect();
-        let sv = singular_values(&data, rows, cols, Method::Gram, faer::Par::rayon(0)).unwrap();
         let spectrum = score(&sv, rows, cols, Threshold::Spectrum);
         assert!(
             spectrum.signal_count > rows.min(cols) / 5,

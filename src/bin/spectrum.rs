@@ -152,10 +152,7 @@ fn selection_files(
 
 /// Writes every file atomically; the contents were all computed before the first write.
 fn write_all(out_dir: &Path, files: &[(String, String)]) -> Result<Vec<String>> {
-    std::fs::create_dir_all(out_dir).map_err(|e| burn_spectrum::Error::Io {
-        path: out_dir.to_owned(),
-        source: e,
-    })?;
+    std::fs::create_dir_all(out_dir).map_err(|e| burn_spectrum::Error::io(out_dir, e))?;
     files
         .iter()
         .map(|(name, contents)| {

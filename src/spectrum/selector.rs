@@ -129,7 +129,6 @@ impl SpectrumSelector {
 
     fn scan(&self, weights: Vec<Weight<'_>>) -> Result<ScanReport> {
         let weights = self.filter_types(weights)?;
-        let method = self.method;
         let bar = self.progress_bar(weights.len());
         let largest = weights.iter().map(Weight::numel).max().unwrap_or(0);
         let alone = |w: &Weight| w.numel() >= ALONE_MIN_NUMEL && w.numel() * 4 >= largest;
@@ -137,13 +136,13 @@ impl SpectrumSelector {
             (0..weights.len()).map(|_| None).collect();
         // Big matrices one at a time (memory stays near one of them), then the rest in parallel.
         for (i, w) in weights.iter().enumerate().filter(|(_, w)| alone(w)) {
-            results[i] = Some(self.score_weight(w, method, Par::rayon(0), &bar));
+            results[i] = Some(self.score_weight(w, Par::rayon(0), &bar));
         }
         let small: Vec<(usize, Result<_>)> = weights
             .par_iter()
             .enumerate()
             .filter(|(_, w)| !alone(w))
-            .map(|(i, w)| (i, self.score_weight(w, method, Par::Seq, &bar)))
+            .map(|(i, w)| (i, self.score_weight(w, Par::Seq, &bar)))
             .collect();
         for (i, result) in small {
             results[i] = Some(result);
@@ -191,7 +190,6 @@ impl SpectrumSelector {
     fn score_weight(
         &self,
         weight: &Weight,
-        method: Method,
         par: Par,
         bar: &ProgressBar,
     ) -> Result<(ModuleSnr, Option<String>)> {
@@ -203,7 +201,7 @@ impl SpectrumSelector {
             warning = Some(format!("`{name}` has no elements; its SNR is NaN"));
             vec![f32::NAN]
         } else if data.iter().all(|v| v.is_finite()) {
-            singular_values(&data, rows, cols, method, par).unwrap_or_else(|| {
+            singular_values(&data, rows, cols, self.method, par).unwrap_or_else(|| {
                 warning = Some(format!(
                     "`{name}`: singular values did not converge; SNR is NaN"
                 ));
