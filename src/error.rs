@@ -34,10 +34,42 @@ pub enum Error {
     InvalidPercent(u32),
     #[error("nothing to scan: {0}")]
     NothingToScan(String),
+    #[error("{path}: invalid model config ({reason})")]
+    InvalidConfig { path: PathBuf, reason: String },
+    #[error("{path}: the weights do not fit the config{}", mismatch_details(.missing, .unexpected, .misshaped))]
+    TensorMismatch {
+        path: PathBuf,
+        missing: Vec<String>,
+        unexpected: Vec<String>,
+        misshaped: Vec<String>,
+    },
+    #[error("{path}: tokenizer error ({reason})")]
+    Tokenizer { path: PathBuf, reason: String },
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error(transparent)]
+    Gguf(#[from] crate::model::gguf::GgufError),
 }
 
 /// `Result` with the crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// `; missing: a, b; unexpected: c` for the lists that are not empty.
+fn mismatch_details(missing: &[String], unexpected: &[String], misshaped: &[String]) -> String {
+    let mut text = String::new();
+    for (label, names) in [
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("wrong shape", misshaped),
+    ] {
+        if !names.is_empty() {
+            text.push_str(&format!("; {label}: {}", names.join(", ")));
+        }
+    }
+    text
+}
 
 impl Error {
     /// An I/O error on `path`; a missing path becomes [`Error::NotFound`].

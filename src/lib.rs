@@ -22,8 +22,10 @@
 //! The `spectrum` binary wraps all this: `spectrum scan <MODEL>` and
 //! `spectrum select <SNR_JSON> --top-percent N`.
 
+pub mod backend;
 pub mod error;
 pub mod io;
+pub mod model;
 pub mod spectrum;
 
 pub use error::{Error, Result};

@@ -1,85 +1,12 @@
-//! `spectrum`: scan a Hugging Face checkpoint for Spectrum's SNR table and selections.
+//! `spectrum scan` and `spectrum select`.
 
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::path::Path;
 use std::time::Instant;
 
 use burn_spectrum::io::write_atomic;
 use burn_spectrum::{Result, SnrTable, SpectrumSelector, Threshold};
-use clap::{Parser, Subcommand};
 
-#[derive(Parser)]
-#[command(
-    name = "spectrum",
-    version,
-    about = "Spectrum SNR scans and layer selections"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Score every weight matrix of a checkpoint; write the SNR tables and selections.
-    Scan {
-        /// A Hugging Face folder (single or sharded safetensors) or one `.safetensors` file.
-        model: PathBuf,
-        /// Write a YAML of the top N% per module type; repeatable [default: 25 and 50].
-        #[arg(long = "top-percent", value_name = "N", value_parser = percent())]
-        top_percent: Vec<u32>,
-        #[arg(long, value_name = "DIR", default_value = "model_snr_results")]
-        out_dir: PathBuf,
-        /// spectrum (today's spectrum.py), legacy (published tables), mp (Marchenko–Pastur edge).
-        #[arg(long, default_value = "spectrum", value_parser = ["spectrum", "legacy", "mp"])]
-        threshold: String,
-        /// Scan only these module types, e.g. `mlp.down_proj,self_attn.q_proj`.
-        #[arg(long, value_delimiter = ',', value_name = "TYPE,...")]
-        types: Vec<String>,
-        /// Name for the output files [default: the folder name or file stem].
-        #[arg(long, value_name = "NAME")]
-        model_name: Option<String>,
-    },
-    /// Write the selection YAML from an existing SNR table (either JSON form).
-    Select {
-        snr_json: PathBuf,
-        #[arg(long = "top-percent", value_name = "N", value_parser = percent(), required = true)]
-        top_percent: Vec<u32>,
-        #[arg(long, value_name = "DIR", default_value = "model_snr_results")]
-        out_dir: PathBuf,
-    },
-}
-
-fn percent() -> clap::builder::RangedI64ValueParser<u32> {
-    clap::value_parser!(u32).range(0..=100)
-}
-
-fn main() -> ExitCode {
-    let result = match Cli::parse().command {
-        Command::Scan {
-            model,
-            top_percent,
-            out_dir,
-            threshold,
-            types,
-            model_name,
-        } => scan(&model, top_percent, &out_dir, &threshold, types, model_name),
-        Command::Select {
-            snr_json,
-            top_percent,
-            out_dir,
-        } => select(&snr_json, &top_percent, &out_dir),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn scan(
+pub fn scan(
     model: &Path,
     mut top_percent: Vec<u32>,
     out_dir: &Path,
@@ -118,7 +45,7 @@ fn scan(
     Ok(())
 }
 
-fn select(snr_json: &Path, top_percent: &[u32], out_dir: &Path) -> Result<()> {
+pub fn select(snr_json: &Path, top_percent: &[u32], out_dir: &Path) -> Result<()> {
     let table = SnrTable::read(snr_json)?;
     let stem = snr_json
         .file_stem()

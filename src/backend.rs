@@ -1,0 +1,20 @@
+//! The backend the binaries and examples run on, chosen by Cargo feature:
+//! `cuda`, else `wgpu`, else `flex` (the CPU default).
+
+#[cfg(feature = "cuda")]
+pub type DefaultBackend = burn::backend::Cuda;
+
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+pub type DefaultBackend = burn::backend::Wgpu;
+
+#[cfg(all(feature = "flex", not(any(feature = "wgpu", feature = "cuda"))))]
+pub type DefaultBackend = burn::backend::Flex;
+
+/// The backend's name, for reports.
+pub const BACKEND_NAME: &str = if cfg!(feature = "cuda") {
+    "cuda"
+} else if cfg!(feature = "wgpu") {
+    "wgpu"
+} else {
+    "flex (CPU)"
+};

@@ -1,0 +1,103 @@
+//! `spectrum generate`: continue a prompt with a model folder.
+
+use std::io::Write;
+use std::path::Path;
+
+use burn_spectrum::Result;
+use burn_spectrum::backend::DefaultBackend;
+use burn_spectrum::model::sampling::top_logits;
+use burn_spectrum::model::{
+    ChatMessage, GenerationConfig, LlamaForCausalLM, Tokenizer, eos_token_ids, generate,
+};
+use serde_json::json;
+
+/// How many of the largest last-prompt logits `--format json` reports.
+const TOP_LOGITS: usize = 20;
+
+pub struct Options {
+    pub max_new_tokens: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+    pub chat: bool,
+    pub json: bool,
+}
+
+pub fn run(model_dir: &Path, prompt: &str, options: &Options) -> Result<()> {
+    let device = Default::default();
+    let tokenizer = Tokenizer::from_dir(model_dir)?;
+    let model = LlamaForCausalLM::<DefaultBackend>::from_pretrained(model_dir, &device)?;
+    // As transformers: a chat template already holds its special tokens, plain text gets the
+    // tokenizer's own (none for SmolLM2, a BOS for Llama).
+    let prompt_ids = if options.chat {
+        let text = tokenizer.apply_chat_template(&[ChatMessage::user(prompt)], true)?;
+        tokenizer.encode(&text, false)?
+    } else {
+        tokenizer.encode(prompt, true)?
+    };
+    let config = GenerationConfig {
+        max_new_tokens: options.max_new_tokens,
+        temperature: options.temperature,
+        top_p: options.top_p,
+        seed: options.seed,
+        eos_token_ids: eos_token_ids(model_dir, model.config(), &tokenizer)?,
+    };
+    let mut printer = Printer::new(&tokenizer, !options.json);
+    let generation = generate(&model, &prompt_ids, &config, &device, |id| printer.push(id))?;
+    let text = tokenizer.decode(&generation.generated_ids, true)?;
+    if options.json {
+        let top: Vec<_> = top_logits(&generation.last_prompt_logits, TOP_LOGITS)
+            .into_iter()
+            .map(|(id, logit)| json!([id, logit]))
+            .collect();
+        let line = json!({
+            "prompt_ids": generation.prompt_ids,
+            "generated_ids": generation.generated_ids,
+            "text": text,
+            "last_logits_top": top,
+        });
+        println!("{line}");
+    } else {
+        println!();
+    }
+    Ok(())
+}
+
+/// Prints the text of the tokens as they come. Decoding the whole continuation each time
+/// (not token by token) keeps multi-byte characters split over tokens whole.
+struct Printer<'a> {
+    tokenizer: &'a Tokenizer,
+    enabled: bool,
+    ids: Vec<u32>,
+    printed: usize,
+}
+
+impl<'a> Printer<'a> {
+    fn new(tokenizer: &'a Tokenizer, enabled: bool) -> Self {
+        Printer {
+            tokenizer,
+            enabled,
+            ids: Vec::new(),
+            printed: 0,
+        }
+    }
+
+    fn push(&mut self, id: u32) {
+        if !self.enabled {
+            return;
+        }
+        self.ids.push(id);
+        let Ok(text) = self.tokenizer.decode(&self.ids, true) else {
+            return;
+        };
+        // A character still incomplete decodes to U+FFFD; wait for its next bytes.
+        if text.ends_with('\u{FFFD}') || !text.is_char_boundary(self.printed.min(text.len())) {
+            return;
+        }
+        if text.len() > self.printed {
+            print!("{}", &text[self.printed..]);
+            let _ = std::io::stdout().flush();
+            self.printed = text.len();
+        }
+    }
+}

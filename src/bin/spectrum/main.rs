@@ -1,0 +1,135 @@
+//! `spectrum`: Spectrum scans and selections, GGUF import, and text generation.
+
+mod generate;
+mod import;
+mod scan;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "spectrum",
+    version,
+    about = "Spectrum SNR scans and layer selections, GGUF import, text generation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Score every weight matrix of a checkpoint; write the SNR tables and selections.
+    Scan {
+        /// A Hugging Face folder (single or sharded safetensors) or one `.safetensors` file.
+        model: PathBuf,
+        /// Write a YAML of the top N% per module type; repeatable [default: 25 and 50].
+        #[arg(long = "top-percent", value_name = "N", value_parser = percent())]
+        top_percent: Vec<u32>,
+        #[arg(long, value_name = "DIR", default_value = "model_snr_results")]
+        out_dir: PathBuf,
+        /// spectrum (today's spectrum.py), legacy (published tables), mp (Marchenko–Pastur edge).
+        #[arg(long, default_value = "spectrum", value_parser = ["spectrum", "legacy", "mp"])]
+        threshold: String,
+        /// Scan only these module types, e.g. `mlp.down_proj,self_attn.q_proj`.
+        #[arg(long, value_delimiter = ',', value_name = "TYPE,...")]
+        types: Vec<String>,
+        /// Name for the output files [default: the folder name or file stem].
+        #[arg(long, value_name = "NAME")]
+        model_name: Option<String>,
+    },
+    /// Write the selection YAML from an existing SNR table (either JSON form).
+    Select {
+        snr_json: PathBuf,
+        #[arg(long = "top-percent", value_name = "N", value_parser = percent(), required = true)]
+        top_percent: Vec<u32>,
+        #[arg(long, value_name = "DIR", default_value = "model_snr_results")]
+        out_dir: PathBuf,
+    },
+    /// Convert a llama-architecture GGUF file into a Hugging Face model folder.
+    ImportGguf {
+        file: PathBuf,
+        out_dir: PathBuf,
+        /// Float type of the written safetensors.
+        #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+        dtype: String,
+    },
+    /// Continue a prompt with a Hugging Face model folder (greedy unless --temperature > 0).
+    Generate {
+        model_dir: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// 0 is greedy decoding.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Nucleus sampling mass in (0, 1].
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Wrap the prompt as a user turn with the model's chat template.
+        #[arg(long)]
+        chat: bool,
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
+}
+
+fn percent() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(0..=100)
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Scan {
+            model,
+            top_percent,
+            out_dir,
+            threshold,
+            types,
+            model_name,
+        } => scan::scan(&model, top_percent, &out_dir, &threshold, types, model_name),
+        Command::Select {
+            snr_json,
+            top_percent,
+            out_dir,
+        } => scan::select(&snr_json, &top_percent, &out_dir),
+        Command::ImportGguf {
+            file,
+            out_dir,
+            dtype,
+        } => import::import_gguf(&file, &out_dir, &dtype),
+        Command::Generate {
+            model_dir,
+            prompt,
+            max_new_tokens,
+            temperature,
+            top_p,
+            seed,
+            chat,
+            format,
+        } => {
+            let options = generate::Options {
+                max_new_tokens,
+                temperature,
+                top_p,
+                seed,
+                chat,
+                json: format == "json",
+            };
+            generate::run(&model_dir, &prompt, &options)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

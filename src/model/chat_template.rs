@@ -1,0 +1,67 @@
+//! Jinja chat templates, rendered as transformers renders them.
+
+use minijinja::{Environment, Error as JinjaError, ErrorKind, context};
+
+use super::tokenizer::ChatMessage;
+use crate::error::{Error, Result};
+
+/// Renders a chat template with the variables transformers passes: `messages`,
+/// `add_generation_prompt`, `bos_token`, `eos_token`, and the `raise_exception` function.
+pub fn render(
+    template: &str,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+    bos_token: Option<&str>,
+    eos_token: Option<&str>,
+) -> Result<String> {
+    let mut env = Environment::new();
+    // transformers compiles templates with these two options; whitespace differs without them.
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    // Templates call Python string methods (`.strip()`, `.startswith()`, ...).
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |message: String| -> std::result::Result<String, JinjaError> {
+            Err(JinjaError::new(ErrorKind::InvalidOperation, message))
+        },
+    );
+    let failed = |e: JinjaError| Error::ChatTemplate(e.to_string());
+    env.add_template("chat", template).map_err(failed)?;
+    let rendered = env
+        .get_template("chat")
+        .map_err(failed)?
+        .render(context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => bos_token.unwrap_or(""),
+            eos_token => eos_token.unwrap_or(""),
+        })
+        .map_err(failed)?;
+    Ok(rendered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + \
+        message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}\
+        {{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn renders_chatml() {
+        let text = render(CHATML, &[ChatMessage::user("Hi")], true, None, None).unwrap();
+        assert_eq!(
+            text,
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn raise_exception_becomes_an_error() {
+        let template = "{{ raise_exception('only user turns') }}";
+        let error = render(template, &[], false, None, None).unwrap_err();
+        assert!(error.to_string().contains("only user turns"));
+    }
+}

@@ -1,0 +1,369 @@
+//! `import_gguf`: a llama-architecture GGUF file -> a Hugging Face model folder.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+use safetensors::{Dtype, View};
+use serde_json::Value;
+use tempfile::NamedTempFile;
+
+use super::config::hf_config;
+use super::permute::unpermute_rows;
+use super::reader::{GgufFile, TensorInfo};
+use super::tokenizer::{hf_generation_config, hf_tokenizer, hf_tokenizer_config};
+use super::{GgufError, Result};
+
+/// Values converted per rayon task.
+const VALUES_PER_TASK: usize = 1 << 16;
+
+/// The float type of the written `model.safetensors`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutDtype {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+impl OutDtype {
+    /// PyTorch's name, for `config.json`'s `torch_dtype` (`bfloat16`).
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            OutDtype::F32 => "float32",
+            OutDtype::F16 => "float16",
+            OutDtype::Bf16 => "bfloat16",
+        }
+    }
+
+    fn safetensors_dtype(self) -> Dtype {
+        match self {
+            OutDtype::F32 => Dtype::F32,
+            OutDtype::F16 => Dtype::F16,
+            OutDtype::Bf16 => Dtype::BF16,
+        }
+    }
+
+    /// Little-endian bytes of `values` in this type, rounding to nearest-even as torch does.
+    fn encode(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            OutDtype::F32 => encode_with(values, f32::to_le_bytes),
+            OutDtype::F16 => encode_with(values, |v| f16::from_f32(v).to_le_bytes()),
+            OutDtype::Bf16 => encode_with(values, |v| bf16::from_f32(v).to_le_bytes()),
+        }
+    }
+}
+
+/// `values` converted by `encode` into `N` bytes each, in parallel.
+fn encode_with<const N: usize>(values: &[f32], encode: impl Fn(f32) -> [u8; N] + Sync) -> Vec<u8> {
+    let mut out = vec![0u8; values.len() * N];
+    out.par_chunks_mut(VALUES_PER_TASK * N)
+        .zip(values.par_chunks(VALUES_PER_TASK))
+        .for_each(|(out, values)| {
+            for (o, &v) in out.chunks_exact_mut(N).zip(values) {
+                o.copy_from_slice(&encode(v));
+            }
+        });
+    out
+}
+
+impl FromStr for OutDtype {
+    type Err = String;
+
+    /// `f32`, `f16` or `bf16`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(OutDtype::F32),
+            "f16" => Ok(OutDtype::F16),
+            "bf16" => Ok(OutDtype::Bf16),
+            other => Err(format!(
+                "unknown dtype `{other}` (expected f32, f16 or bf16)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for OutDtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OutDtype::F32 => "f32",
+            OutDtype::F16 => "f16",
+            OutDtype::Bf16 => "bf16",
+        })
+    }
+}
+
+/// What [`import_gguf`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportSummary {
+    /// The output folder.
+    pub out_dir: PathBuf,
+    /// The files written in it, in writing order.
+    pub files: Vec<PathBuf>,
+    /// Hugging Face names of the tensors written, sorted.
+    pub tensors: Vec<String>,
+    /// Number of values written (parameters).
+    pub n_params: u64,
+    /// GGUF tensors that have no Hugging Face counterpart and were not written
+    /// (`rope_freqs.weight`).
+    pub skipped: Vec<String>,
+    /// Things the user should know (what a skipped tensor meant for the model).
+    pub warnings: Vec<String>,
+}
+
+/// Hugging Face name of a GGUF tensor of a Llama model (DESIGN.md section 5), or `None` for a
+/// tensor Hugging Face's Llama has no place for.
+pub fn hf_tensor_name(gguf_name: &str) -> Option<String> {
+    let (base, suffix) = gguf_name.rsplit_once('.')?;
+    if suffix != "weight" && suffix != "bias" {
+        return None;
+    }
+    let hf_base = match base {
+        "token_embd" => "model.embed_tokens".to_string(),
+        "output_norm" => "model.norm".to_string(),
+        "output" => "lm_head".to_string(),
+        _ => {
+            let (layer, part) = base.strip_prefix("blk.")?.split_once('.')?;
+            let layer: usize = layer.parse().ok()?;
+            let module = match part {
+                "attn_norm" => "input_layernorm",
+                "ffn_norm" => "post_attention_layernorm",
+                "attn_q" => "self_attn.q_proj",
+                "attn_k" => "self_attn.k_proj",
+                "attn_v" => "self_attn.v_proj",
+                "attn_output" => "self_attn.o_proj",
+                "ffn_gate" => "mlp.gate_proj",
+                "ffn_up" => "mlp.up_proj",
+                "ffn_down" => "mlp.down_proj",
+                _ => return None,
+            };
+            format!("model.layers.{layer}.{module}")
+        }
+    };
+    Some(format!("{hf_base}.{suffix}"))
+}
+
+/// Convert the llama-architecture GGUF `file` into a Hugging Face folder `out_dir` (created if
+/// missing): `config.json`, `model.safetensors` (values in `dtype`), `tokenizer.json`,
+/// `tokenizer_config.json`, `generation_config.json`.
+///
+/// Tensors are dequantized to `f32`, q/k rows un-permuted, then converted to `dtype`.
+/// `progress(done, total)` is called after each GGUF tensor. Every file is written to a
+/// temporary file in `out_dir` and renamed, so a failed import leaves no half-written file.
+/// The configs and tokenizer are built first, so an unsupported model fails before any work.
+///
+/// Memory: the converted tensors are held until written (the model size in `dtype`), plus
+/// two `f32` copies of the tensor being converted.
+pub fn import_gguf(
+    file: &Path,
+    out_dir: &Path,
+    dtype: OutDtype,
+    progress: impl Fn(usize, usize),
+) -> Result<ImportSummary> {
+    let gguf = GgufFile::open(file)?;
+    let config = hf_config(&gguf, dtype)?;
+    let json_files = [
+        ("config.json", config.clone()),
+        ("tokenizer.json", hf_tokenizer(&gguf)?),
+        ("tokenizer_config.json", hf_tokenizer_config(&gguf)?),
+        ("generation_config.json", hf_generation_config(&gguf)?),
+    ];
+    let heads = head_counts(&config);
+    let mut summary = ImportSummary {
+        out_dir: out_dir.to_path_buf(),
+        files: Vec::new(),
+        tensors: Vec::new(),
+        n_params: 0,
+        skipped: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let mut tensors: Vec<(String, OwnedTensor)> = Vec::new();
+    let total = gguf.tensors().len();
+    for (done, info) in gguf.tensors().iter().enumerate() {
+        match hf_tensor_name(&info.name) {
+            Some(name) => {
+                let tensor = convert_tensor(&gguf, info, heads, dtype)?;
+                summary.n_params += info.n_elements() as u64;
+                tensors.push((name, tensor));
+            }
+            None => summary.skipped.push(info.name.clone()),
+        }
+        progress(done + 1, total);
+    }
+    if summary.skipped.iter().any(|n| n.starts_with("rope_freqs")) {
+        summary.warnings.push(
+            "rope_freqs: the GGUF scales RoPE frequencies per dimension (Llama 3.1 style); \
+             config.json does not describe this, so long-context behaviour will differ"
+                .into(),
+        );
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    summary.tensors = tensors.iter().map(|(n, _)| n.clone()).collect();
+
+    fs::create_dir_all(out_dir).map_err(|e| GgufError::io(out_dir, e))?;
+    summary.files.push(write_safetensors(out_dir, tensors)?);
+    for (name, value) in &json_files {
+        summary.files.push(write_json(out_dir, name, value)?);
+    }
+    Ok(summary)
+}
+
+/// `(num_attention_heads, num_key_value_heads)` from a config that [`hf_config`] built (and
+/// so checked).
+fn head_counts(config: &Value) -> (usize, usize) {
+    let get = |key: &str| config[key].as_u64().unwrap_or(1) as usize;
+    (get("num_attention_heads"), get("num_key_value_heads"))
+}
+
+/// One GGUF tensor dequantized, un-permuted if it is a q or k projection, and encoded.
+fn convert_tensor(
+    gguf: &GgufFile,
+    info: &TensorInfo,
+    (heads, kv_heads): (usize, usize),
+    dtype: OutDtype,
+) -> Result<OwnedTensor> {
+    let mut values = gguf.tensor_f32(info)?;
+    let part = info.name.rsplit('.').nth(1).unwrap_or("");
+    let permuted_heads = match part {
+        "attn_q" => Some(heads),
+        "attn_k" => Some(kv_heads),
+        _ => None,
+    };
+    if let Some(heads) = permuted_heads {
+        let rows = info.shape.first().copied().unwrap_or(1);
+        let cols = info.shape.get(1).copied().unwrap_or(1);
+        values = unpermute_rows(&values, rows, cols, heads).map_err(|reason| {
+            GgufError::InvalidTensor {
+                path: gguf.path().to_path_buf(),
+                tensor: info.name.clone(),
+                reason: format!("cannot un-permute q/k rows: {reason}"),
+            }
+        })?;
+    }
+    Ok(OwnedTensor {
+        dtype: dtype.safetensors_dtype(),
+        shape: info.shape.clone(),
+        data: dtype.encode(&values),
+    })
+}
+
+/// A converted tensor, ready for the safetensors writer.
+struct OwnedTensor {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &OwnedTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// A temporary file in `dir`, to be renamed over an output file. On Unix it gets the mode
+/// `File::create` gives (0o666 less the umask), not tempfile's private 0o600.
+fn temp_file_in(dir: &Path) -> std::io::Result<NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".import-gguf-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
+}
+
+/// Write `model.safetensors` (metadata `{"format": "pt"}`) through a temporary file.
+fn write_safetensors(out_dir: &Path, tensors: Vec<(String, OwnedTensor)>) -> Result<PathBuf> {
+    let path = out_dir.join("model.safetensors");
+    let tmp = temp_file_in(out_dir).map_err(|e| GgufError::io(out_dir, e))?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let views = tensors.iter().map(|(name, t)| (name.as_str(), t));
+    safetensors::serialize_to_file(views, Some(metadata), tmp.path()).map_err(|e| {
+        GgufError::Safetensors {
+            path: path.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    tmp.persist(&path)
+        .map_err(|e| GgufError::io(&path, e.error))?;
+    Ok(path)
+}
+
+/// Write `value` as pretty JSON (with a final newline) to `out_dir/name` through a temporary
+/// file.
+fn write_json(out_dir: &Path, name: &str, value: &Value) -> Result<PathBuf> {
+    let path = out_dir.join(name);
+    let tmp = temp_file_in(out_dir).map_err(|e| GgufError::io(out_dir, e))?;
+    let mut writer = BufWriter::new(tmp);
+    let io = |e: std::io::Error| GgufError::io(&path, e);
+    serde_json::to_writer_pretty(&mut writer, value).map_err(|e| io(e.into()))?;
+    writer.write_all(b"\n").map_err(io)?;
+    let tmp = writer.into_inner().map_err(|e| io(e.into_error()))?;
+    tmp.persist(&path).map_err(|e| io(e.error))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_design() {
+        let cases = [
+            ("token_embd.weight", Some("model.embed_tokens.weight")),
+            ("output_norm.weight", Some("model.norm.weight")),
+            ("output.weight", Some("lm_head.weight")),
+            (
+                "blk.3.attn_q.weight",
+                Some("model.layers.3.self_attn.q_proj.weight"),
+            ),
+            (
+                "blk.3.attn_q.bias",
+                Some("model.layers.3.self_attn.q_proj.bias"),
+            ),
+            (
+                "blk.0.ffn_norm.weight",
+                Some("model.layers.0.post_attention_layernorm.weight"),
+            ),
+            (
+                "blk.12.ffn_down.weight",
+                Some("model.layers.12.mlp.down_proj.weight"),
+            ),
+            ("rope_freqs.weight", None),
+            ("blk.x.attn_q.weight", None),
+            ("blk.0.attn_q.scale", None),
+            ("blk.0.ffn_gate_exps.weight", None),
+        ];
+        for (gguf, hf) in cases {
+            assert_eq!(hf_tensor_name(gguf).as_deref(), hf, "{gguf}");
+        }
+    }
+
+    #[test]
+    fn dtype_parsing_and_rounding() {
+        assert_eq!("bf16".parse::<OutDtype>(), Ok(OutDtype::Bf16));
+        assert!("f64".parse::<OutDtype>().is_err());
+        assert_eq!(OutDtype::default().to_string(), "f32");
+        // 1 + 2^-8 is halfway between two bf16 values: ties go to the even one (1.0).
+        let bytes = OutDtype::Bf16.encode(&[1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-8)]);
+        assert_eq!(bytes, vec![0x80, 0x3F, 0x82, 0x3F]);
+        let bytes = OutDtype::F16.encode(&[65520.0]); // rounds up to infinity, as torch does
+        assert_eq!(bytes, vec![0x00, 0x7C]);
+    }
+}

@@ -1,0 +1,148 @@
+//! Rotary position embedding in Hugging Face's *rotate_half* layout.
+//!
+//! A head vector `x` of width `d` is split into halves `x1 = x[..d/2]`, `x2 = x[d/2..]`, and
+//! `x * cos + cat(-x2, x1) * sin`, with `cos`/`sin` of `position * inv_freq[i]` repeated over
+//! both halves. (Burn's `RotaryEncoding` rotates interleaved pairs instead; keeping HF's layout
+//! means checkpoints load and save without permuting q/k rows.)
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+use super::config::{Llama3RopeScaling, LlamaConfig};
+
+/// The rotation speed of each of the `head_dim / 2` frequency pairs, in radians per position.
+///
+/// `inv_freq[i] = theta^(-2i / head_dim)`, then Llama 3's scaling when configured. Computed in
+/// f32 as transformers does, so that angles agree to the last bit at small positions.
+pub fn inverse_frequencies(
+    head_dim: usize,
+    theta: f64,
+    scaling: Option<&Llama3RopeScaling>,
+) -> Vec<f32> {
+    let base = theta as f32;
+    let inv_freq = (0..head_dim / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / head_dim as f32));
+    match scaling {
+        None => inv_freq.collect(),
+        Some(scaling) => inv_freq.map(|f| llama3_scale(f, scaling)).collect(),
+    }
+}
+
+/// Llama 3's scaling of one frequency: long wavelengths slowed by `factor`, short ones kept,
+/// the band between blended linearly in `original_max / wavelength`.
+fn llama3_scale(inv_freq: f32, s: &Llama3RopeScaling) -> f32 {
+    let original = s.original_max_position_embeddings as f32;
+    let (factor, low, high) = (
+        s.factor as f32,
+        s.low_freq_factor as f32,
+        s.high_freq_factor as f32,
+    );
+    let wavelength = 2.0 * std::f32::consts::PI / inv_freq;
+    if wavelength > original / low {
+        inv_freq / factor
+    } else if wavelength < original / high {
+        inv_freq
+    } else {
+        let smooth = (original / wavelength - low) / (high - low);
+        (1.0 - smooth) * inv_freq / factor + smooth * inv_freq
+    }
+}
+
+/// Cosines and sines for positions `start..start + len`, each `[len, head_dim]` row-major.
+pub fn cos_sin(inv_freq: &[f32], start: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
+    let head_dim = 2 * inv_freq.len();
+    let mut cos = Vec::with_capacity(len * head_dim);
+    let mut sin = Vec::with_capacity(len * head_dim);
+    for position in start..start + len {
+        // `cat(freqs, freqs)`: both halves of a head rotate at the same speeds.
+        for _half in 0..2 {
+            for &f in inv_freq {
+                let angle = position as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+    }
+    (cos, sin)
+}
+
+/// Applies the rotation to queries or keys.
+#[derive(Clone, Debug)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+}
+
+impl Rope {
+    pub fn new(config: &LlamaConfig) -> Self {
+        Rope {
+            inv_freq: inverse_frequencies(
+                config.head_dim,
+                config.rope_theta,
+                config.rope_scaling.as_ref(),
+            ),
+        }
+    }
+
+    /// Rotates `x` whose sequence axis holds positions `start..start + seq`.
+    ///
+    /// # Shapes
+    /// - x: `[batch, heads, seq, head_dim]`, returned in the same shape.
+    pub fn apply<B: Backend>(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
+        let [_, _, seq, head_dim] = x.dims();
+        let device = x.device();
+        let (cos, sin) = cos_sin(&self.inv_freq, start, seq);
+        let table = |values: Vec<f32>| {
+            Tensor::<B, 2>::from_data(TensorData::new(values, [seq, head_dim]), &device)
+                .unsqueeze::<4>()
+        };
+        let rotated = rotate_half(x.clone());
+        x * table(cos) + rotated * table(sin)
+    }
+}
+
+/// `cat(-x2, x1)` over the last axis.
+fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let half = x.dims()[3] / 2;
+    let x1 = x.clone().narrow(3, 0, half);
+    let x2 = x.narrow(3, half, half);
+    Tensor::cat(vec![x2.neg(), x1], 3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frequencies_fall_geometrically() {
+        let f = inverse_frequencies(8, 10000.0, None);
+        assert_eq!(f[0], 1.0);
+        assert!((f[1] - 0.1).abs() < 1e-7);
+        assert!((f[3] - 0.001).abs() < 1e-9);
+    }
+
+    #[test]
+    fn llama3_keeps_fast_and_slows_slow_frequencies() {
+        let scaling = Llama3RopeScaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 64,
+        };
+        let plain = inverse_frequencies(32, 10000.0, None);
+        let scaled = inverse_frequencies(32, 10000.0, Some(&scaling));
+        assert_eq!(scaled[0], plain[0]);
+        let last = plain.len() - 1;
+        assert!((scaled[last] - plain[last] / 8.0).abs() < 1e-12);
+        // In the band between, the result lies between the two extremes.
+        for (s, p) in scaled.iter().zip(&plain) {
+            assert!(*s <= *p && *s >= p / 8.0);
+        }
+    }
+
+    #[test]
+    fn tables_repeat_over_both_halves() {
+        let (cos, sin) = cos_sin(&[1.0, 0.5], 3, 2);
+        assert_eq!(cos.len(), 8);
+        assert_eq!(cos[0], 3.0f32.cos());
+        assert_eq!(cos[2], 3.0f32.cos());
+        assert_eq!(sin[7], 2.0f32.sin());
+    }
+}

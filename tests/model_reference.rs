@@ -1,0 +1,279 @@
+//! Our Llama/Mistral against transformers 4.46.3 on tiny random models
+//! (fixtures from scripts/make_model_fixtures.py).
+
+mod common;
+
+use std::path::Path;
+
+use burn::backend::Flex;
+use burn::tensor::{Int, Tensor, TensorData};
+use burn_spectrum::Error;
+use burn_spectrum::model::{GenerationConfig, KvCache, LlamaForCausalLM, generate, ids_tensor};
+use safetensors::{Dtype, SafeTensors};
+
+type B = Flex;
+
+const MODELS: [&str; 4] = ["llama_gqa", "llama_tied", "llama3_rope", "mistral_sw"];
+const TOLERANCE: f32 = 1e-4;
+
+/// The tensors of `expected.safetensors`.
+struct Expected {
+    bytes: Vec<u8>,
+}
+
+impl Expected {
+    fn read(model: &str) -> Self {
+        let path = common::fixture(&format!("models/{model}/expected.safetensors"));
+        Expected {
+            bytes: std::fs::read(path).unwrap(),
+        }
+    }
+
+    fn shape_and_bytes(&self, name: &str) -> (Vec<usize>, Dtype, Vec<u8>) {
+        let file = SafeTensors::deserialize(&self.bytes).unwrap();
+        let t = file.tensor(name).unwrap();
+        (t.shape().to_vec(), t.dtype(), t.data().to_vec())
+    }
+
+    fn ids(&self, name: &str) -> Vec<Vec<u32>> {
+        let (shape, dtype, bytes) = self.shape_and_bytes(name);
+        assert_eq!(dtype, Dtype::I64);
+        let flat: Vec<i64> = bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        flat.chunks(shape[1])
+            .map(|row| row.iter().map(|&v| v as u32).collect())
+            .collect()
+    }
+
+    fn labels(&self) -> Tensor<B, 2, Int> {
+        let (shape, _, bytes) = self.shape_and_bytes("labels");
+        let flat: Vec<i64> = bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        Tensor::from_data(
+            TensorData::new(flat, [shape[0], shape[1]]),
+            &Default::default(),
+        )
+    }
+
+    fn floats(&self, name: &str) -> Vec<f32> {
+        let (_, dtype, bytes) = self.shape_and_bytes(name);
+        assert_eq!(dtype, Dtype::F32);
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+}
+
+fn load(dir: &Path) -> LlamaForCausalLM<B> {
+    LlamaForCausalLM::from_pretrained(dir, &Default::default()).unwrap()
+}
+
+fn values<const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap()
+}
+
+fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn logits_and_loss_equal_transformers() {
+    for name in MODELS {
+        let model = load(&common::fixture(&format!("models/{name}")));
+        let expected = Expected::read(name);
+        let ids = expected.ids("input_ids");
+        let padding = expected.ids("attention_mask");
+        let logits = model.forward_masked(ids_tensor(&ids, &Default::default()), Some(&padding));
+        let diff = max_abs_diff(&values(logits.clone()), &expected.floats("logits"));
+        assert!(diff < TOLERANCE, "{name}: logits differ by {diff}");
+
+        let loss = values(LlamaForCausalLM::causal_lm_loss(logits, expected.labels()))[0];
+        let want = expected.floats("loss")[0];
+        assert!(
+            (loss - want).abs() < TOLERANCE,
+            "{name}: loss {loss} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn cached_steps_equal_transformers_generation() {
+    for name in MODELS {
+        let model = load(&common::fixture(&format!("models/{name}")));
+        let expected = Expected::read(name);
+        let prompt = expected.ids("generate_prompt").remove(0);
+        let all_ids = expected.ids("generate_ids").remove(0);
+        let step_logits = expected.floats("generate_logits");
+        let vocab = model.config().vocab_size;
+
+        // Step by step through the cache: the prompt, then each token transformers chose.
+        let mut cache = KvCache::new(model.config().num_hidden_layers);
+        let mut input = prompt.clone();
+        for (step, want) in step_logits.chunks(vocab).enumerate() {
+            let logits = model.forward_cached(
+                ids_tensor(&[input.clone()], &Default::default()),
+                &mut cache,
+            );
+            let seq = logits.dims()[1];
+            let last = values(logits.narrow(1, seq - 1, 1));
+            let diff = max_abs_diff(&last, want);
+            assert!(
+                diff < TOLERANCE,
+                "{name} step {step}: logits differ by {diff}"
+            );
+            input = vec![all_ids[prompt.len() + step]];
+        }
+
+        let config = GenerationConfig {
+            max_new_tokens: 8,
+            ..Default::default()
+        };
+        let generation = generate(&model, &prompt, &config, &Default::default(), |_| {}).unwrap();
+        assert_eq!(generation.generated_ids, all_ids[prompt.len()..], "{name}");
+    }
+}
+
+#[test]
+fn save_then_load_is_exact() {
+    for name in MODELS {
+        let source = common::fixture(&format!("models/{name}"));
+        let model = load(&source);
+        let dir = tempfile::tempdir().unwrap();
+        model.save_pretrained(dir.path()).unwrap();
+
+        // Same tensors, bit for bit, as transformers wrote them.
+        let original = std::fs::read(source.join("model.safetensors")).unwrap();
+        let saved = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+        let (original, saved) = (
+            SafeTensors::deserialize(&original).unwrap(),
+            SafeTensors::deserialize(&saved).unwrap(),
+        );
+        let mut names = saved.names();
+        names.sort();
+        let mut original_names = original.names();
+        original_names.sort();
+        assert_eq!(names, original_names, "{name}");
+        for tensor in names {
+            let (a, b) = (
+                original.tensor(tensor).unwrap(),
+                saved.tensor(tensor).unwrap(),
+            );
+            assert_eq!(a.shape(), b.shape(), "{name} {tensor}");
+            assert_eq!(a.data(), b.data(), "{name} {tensor}");
+        }
+
+        let reloaded = load(dir.path());
+        assert_eq!(reloaded.config(), model.config());
+        let ids = ids_tensor(&[vec![3, 1, 4, 1, 5, 9, 2, 6]], &Default::default());
+        assert_eq!(
+            values(model.forward(ids.clone())),
+            values(reloaded.forward(ids))
+        );
+    }
+}
+
+/// Copies a fixture folder, keeping the tensors `keep` says yes to, adding `extra`.
+fn altered_copy(
+    name: &str,
+    keep: impl Fn(&str) -> bool,
+    reshape: Option<&str>,
+    extra: Option<&str>,
+) -> tempfile::TempDir {
+    let source = common::fixture(&format!("models/{name}"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(source.join("config.json"), dir.path().join("config.json")).unwrap();
+    let bytes = std::fs::read(source.join("model.safetensors")).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| keep(n))
+        .map(|(n, t)| {
+            let mut shape = t.shape().to_vec();
+            if reshape == Some(n.as_str()) {
+                shape.reverse();
+            }
+            (n, shape, t.data().to_vec())
+        })
+        .collect();
+    if let Some(extra) = extra {
+        tensors.push((extra.to_string(), vec![2], vec![0; 8]));
+    }
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+    dir
+}
+
+#[test]
+fn mismatched_checkpoints_name_the_tensors() {
+    let missing = altered_copy(
+        "llama_gqa",
+        |n| n != "model.layers.1.mlp.up_proj.weight",
+        None,
+        None,
+    );
+    let shaped = altered_copy(
+        "llama_gqa",
+        |_| true,
+        Some("model.layers.0.self_attn.k_proj.weight"),
+        None,
+    );
+    let extra = altered_copy(
+        "llama_gqa",
+        |_| true,
+        None,
+        Some("model.layers.0.self_attn.q_norm.weight"),
+    );
+    let cases = [
+        (missing, "missing: model.layers.1.mlp.up_proj.weight"),
+        (
+            shaped,
+            "wrong shape: model.layers.0.self_attn.k_proj.weight: expected [32, 64], found [64, 32]",
+        ),
+        (extra, "unexpected: model.layers.0.self_attn.q_norm.weight"),
+    ];
+    for (dir, needle) in cases {
+        let error = LlamaForCausalLM::<B>::from_pretrained(dir.path(), &Default::default())
+            .err()
+            .unwrap();
+        assert!(matches!(error, Error::TensorMismatch { .. }), "{error}");
+        assert!(error.to_string().contains(needle), "{error}");
+    }
+}
+
+#[test]
+fn unsupported_configs_are_errors() {
+    let dir = altered_copy("llama_gqa", |_| true, None, None);
+    let config = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        config.replace("\"llama\"", "\"gemma\""),
+    )
+    .unwrap();
+    let error = LlamaForCausalLM::<B>::from_pretrained(dir.path(), &Default::default())
+        .err()
+        .unwrap();
+    assert!(matches!(error, Error::InvalidConfig { .. }), "{error}");
+    assert!(error.to_string().contains("gemma"), "{error}");
+}
