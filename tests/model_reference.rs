@@ -175,6 +175,11 @@ fn save_then_load_is_exact() {
             assert_eq!(a.data(), b.data(), "{name} {tensor}");
         }
 
+        // For scripts/check_saved_models.py: transformers must load what we save.
+        if let Ok(keep) = std::env::var("SPECTRUM_SAVE_DIR") {
+            model.save_pretrained(&Path::new(&keep).join(name)).unwrap();
+        }
+
         let reloaded = load(dir.path());
         assert_eq!(reloaded.config(), model.config());
         let ids = ids_tensor(&[vec![3, 1, 4, 1, 5, 9, 2, 6]], &Default::default());
@@ -276,4 +281,39 @@ fn unsupported_configs_are_errors() {
         .unwrap();
     assert!(matches!(error, Error::InvalidConfig { .. }), "{error}");
     assert!(error.to_string().contains("gemma"), "{error}");
+}
+
+#[test]
+fn spectrum_scan_of_the_model_equals_the_scan_of_its_checkpoint() {
+    use burn_spectrum::{SpectrumSelector, Threshold};
+    let dir = common::fixture("models/llama_gqa");
+    let model = load(&dir);
+    let selector = SpectrumSelector::new(Threshold::Spectrum);
+    let from_model = selector.scan_module(&model).unwrap();
+    let from_file = selector
+        .scan_checkpoint(&dir.join("model.safetensors"))
+        .unwrap();
+    let snrs = |report: &burn_spectrum::ScanReport| {
+        let mut v: Vec<(String, f64)> = report
+            .modules
+            .iter()
+            .map(|m| (m.param_name.clone(), m.score.snr as f64))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let (a, b) = (snrs(&from_model), snrs(&from_file));
+    assert_eq!(
+        a.iter().map(|x| &x.0).collect::<Vec<_>>(),
+        b.iter().map(|x| &x.0).collect::<Vec<_>>()
+    );
+    for ((name, got), (_, want)) in a.iter().zip(&b) {
+        assert!(common::close(*got, *want, 1e-5), "{name}: {got} vs {want}");
+    }
+    // And the selection names the model's own parameters.
+    let selection = from_file.select(50).unwrap();
+    assert!(
+        selection.is_selected("model.layers.0.self_attn.q_proj.weight")
+            || selection.is_selected("model.layers.1.self_attn.q_proj.weight")
+    );
 }

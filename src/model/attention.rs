@@ -6,7 +6,7 @@ use burn::tensor::{Bool, Tensor, activation::softmax, backend::Backend};
 
 use super::cache::KvCache;
 use super::linear::linear_no_bias;
-use super::rope::Rope;
+use super::rope::RopeTables;
 
 /// The projections of one attention block, named as in Hugging Face checkpoints.
 #[derive(Module, Debug)]
@@ -25,12 +25,13 @@ pub struct Attention<B: Backend> {
 }
 
 /// What the attention of one layer needs besides its input.
-pub struct AttentionContext<'a, B: Backend> {
-    pub rope: &'a Rope,
-    /// `[batch, 1, queries, keys]`, `true` where attention is forbidden.
+pub struct AttentionContext<B: Backend> {
+    /// Rotations of the queries, `[batch, heads, seq, head_dim]`.
+    pub rope_q: RopeTables<B>,
+    /// Rotations of the keys, `[batch, kv_heads, seq, head_dim]`.
+    pub rope_k: RopeTables<B>,
+    /// `[batch, heads, queries, keys]`, `true` where attention is forbidden.
     pub mask: Tensor<B, 4, Bool>,
-    /// Position of the first query (the number of cached positions).
-    pub start: usize,
 }
 
 impl<B: Backend> Attention<B> {
@@ -84,22 +85,32 @@ impl<B: Backend> Attention<B> {
         let q = self.split_heads(self.q_proj.forward(x.clone()), self.heads);
         let k = self.split_heads(self.k_proj.forward(x.clone()), self.kv_heads);
         let v = self.split_heads(self.v_proj.forward(x), self.kv_heads);
-        let q = context.rope.apply(q, context.start);
-        let k = context.rope.apply(k, context.start);
+        let q = context.rope_q.apply(q);
+        let k = context.rope_k.apply(k);
         let (k, v) = match cache {
             Some((cache, layer)) => cache.extend(layer, k, v),
             None => (k, v),
         };
-        let k = self.repeat_kv(k);
-        let v = self.repeat_kv(v);
+        let keys = k.dims()[2];
 
+        // GQA without copying keys: the query heads of one group are adjacent, so
+        // `[batch, heads, seq, d]` is `[batch, kv_heads, groups * seq, d]` in the same memory,
+        // and each group's queries meet their shared key/value head in one matmul.
+        let groups = self.heads / self.kv_heads;
+        let q = q.reshape([batch, self.kv_heads, groups * seq, self.head_dim]);
         let scale = (self.head_dim as f64).sqrt().recip();
         let scores = q.matmul(k.swap_dims(2, 3)) * scale;
-        // The most negative finite value, as transformers uses: a fully masked row (a padding
-        // query) gets uniform weights instead of NaN.
-        let scores = scores.mask_fill(context.mask.clone(), f32::MIN);
-        let weights = softmax(scores, 3);
-        let out = weights.matmul(v).swap_dims(1, 2);
+        let mask = context
+            .mask
+            .clone()
+            .reshape([batch, self.kv_heads, groups * seq, keys]);
+        // -inf, not transformers' most negative finite value: exp then takes its fast path
+        // (no row is fully masked, see `attention_mask`), and the weights are the same.
+        let weights = softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3);
+        let out = weights
+            .matmul(v)
+            .reshape([batch, self.heads, seq, self.head_dim])
+            .swap_dims(1, 2);
         self.o_proj
             .forward(out.reshape([batch, seq, self.heads * self.head_dim]))
     }
@@ -109,18 +120,5 @@ impl<B: Backend> Attention<B> {
         let [batch, seq, _] = x.dims();
         x.reshape([batch, seq, heads, self.head_dim])
             .swap_dims(1, 2)
-    }
-
-    /// Repeats each key/value head for the query heads of its group:
-    /// `[batch, kv_heads, keys, head_dim] -> [batch, heads, keys, head_dim]`.
-    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let groups = self.heads / self.kv_heads;
-        if groups == 1 {
-            return x;
-        }
-        let [batch, kv_heads, keys, head_dim] = x.dims();
-        x.unsqueeze_dim::<5>(2)
-            .expand([batch, kv_heads, groups, keys, head_dim])
-            .reshape([batch, kv_heads * groups, keys, head_dim])
     }
 }

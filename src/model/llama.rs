@@ -128,17 +128,23 @@ impl<B: Backend> LlamaForCausalLM<B> {
         let [batch, seq] = ids.dims();
         let start = cache.as_ref().map_or(0, |c| c.len());
         let device = ids.device();
+        let c = &self.config;
         let context = AttentionContext {
-            rope: &self.rope,
+            rope_q: self
+                .rope
+                .tables([batch, c.num_attention_heads, start, seq], &device),
+            rope_k: self
+                .rope
+                .tables([batch, c.num_key_value_heads, start, seq], &device),
             mask: attention_mask(
                 batch,
+                c.num_attention_heads,
                 start,
                 seq,
-                self.config.sliding_window,
+                c.sliding_window,
                 padding,
                 &device,
             ),
-            start,
         };
         let mut x = self.model.embed_tokens.forward(ids);
         for (index, layer) in self.model.layers.iter().enumerate() {

@@ -10,15 +10,17 @@ pub fn is_visible(query: usize, key: usize, sliding_window: Option<usize>) -> bo
     key <= query && sliding_window.is_none_or(|w| query - key < w)
 }
 
-/// The mask of hidden pairs for `queries` new positions after `past` cached ones.
+/// The mask of hidden pairs for `queries` new positions after `past` cached ones, repeated
+/// for `heads` heads (materialised: broadcasting is slow on the CPU backend).
 ///
 /// `padding` is the attention mask over all `past + queries` keys, `[batch][keys]`, 1 for a
 /// real token and 0 for padding; `None` means no padding.
 ///
 /// # Shapes
-/// - returns `[batch, 1, queries, past + queries]`, `true` where attention is forbidden.
+/// - returns `[batch, heads, queries, past + queries]`, `true` where attention is forbidden.
 pub fn attention_mask<B: Backend>(
     batch: usize,
+    heads: usize,
     past: usize,
     queries: usize,
     sliding_window: Option<usize>,
@@ -26,16 +28,29 @@ pub fn attention_mask<B: Backend>(
     device: &B::Device,
 ) -> Tensor<B, 4, Bool> {
     let keys = past + queries;
-    let mut hidden = Vec::with_capacity(batch * queries * keys);
+    let mut hidden = Vec::with_capacity(batch * heads * queries * keys);
     for b in 0..batch {
+        let plane = hidden.len();
         for q in past..keys {
+            let row = hidden.len();
             for k in 0..keys {
                 let padded = padding.is_some_and(|p| p[b][k] == 0);
                 hidden.push(padded || !is_visible(q, k, sliding_window));
             }
+            // A query that may see nothing (a left-padding position) sees itself instead,
+            // so that masking with -inf cannot give NaN. Its output is padding either way.
+            if hidden[row..].iter().all(|&h| h) {
+                hidden[row + q] = false;
+            }
+        }
+        for _ in 1..heads {
+            hidden.extend_from_within(plane..plane + queries * keys);
         }
     }
-    Tensor::from_data(TensorData::new(hidden, [batch, 1, queries, keys]), device)
+    Tensor::from_data(
+        TensorData::new(hidden, [batch, heads, queries, keys]),
+        device,
+    )
 }
 
 #[cfg(test)]

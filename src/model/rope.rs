@@ -64,7 +64,7 @@ pub fn cos_sin(inv_freq: &[f32], start: usize, len: usize) -> (Vec<f32>, Vec<f32
     (cos, sin)
 }
 
-/// Applies the rotation to queries or keys.
+/// The rotation of one model: its frequencies.
 #[derive(Clone, Debug)]
 pub struct Rope {
     inv_freq: Vec<f32>,
@@ -81,20 +81,43 @@ impl Rope {
         }
     }
 
-    /// Rotates `x` whose sequence axis holds positions `start..start + seq`.
+    /// Tables for `heads` heads of `batch` rows holding positions `start..start + seq`.
     ///
-    /// # Shapes
-    /// - x: `[batch, heads, seq, head_dim]`, returned in the same shape.
-    pub fn apply<B: Backend>(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
-        let [_, _, seq, head_dim] = x.dims();
-        let device = x.device();
+    /// They are materialised at full shape, once per forward pass and shared by all layers,
+    /// because broadcasting element-wise ops are several times slower on the CPU backend.
+    pub fn tables<B: Backend>(
+        &self,
+        [batch, heads, start, seq]: [usize; 4],
+        device: &B::Device,
+    ) -> RopeTables<B> {
+        let head_dim = 2 * self.inv_freq.len();
         let (cos, sin) = cos_sin(&self.inv_freq, start, seq);
-        let table = |values: Vec<f32>| {
-            Tensor::<B, 2>::from_data(TensorData::new(values, [seq, head_dim]), &device)
-                .unsqueeze::<4>()
+        let full = |plane: Vec<f32>| {
+            let values = plane.repeat(batch * heads);
+            Tensor::from_data(
+                TensorData::new(values, [batch, heads, seq, head_dim]),
+                device,
+            )
         };
+        RopeTables {
+            cos: full(cos),
+            sin: full(sin),
+        }
+    }
+}
+
+/// Cosines and sines for one shape of queries or keys, `[batch, heads, seq, head_dim]`.
+#[derive(Clone, Debug)]
+pub struct RopeTables<B: Backend> {
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
+}
+
+impl<B: Backend> RopeTables<B> {
+    /// Rotates `x`, `[batch, heads, seq, head_dim]` like the tables, returned in that shape.
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let rotated = rotate_half(x.clone());
-        x * table(cos) + rotated * table(sin)
+        x * self.cos.clone() + rotated * self.sin.clone()
     }
 }
 
