@@ -19,8 +19,14 @@
 //! - Three thresholds ([`Threshold`]): `spectrum` (today's spectrum.py), `legacy` (the one the
 //!   published tables were made with) and `mp` (a Marchenko–Pastur bulk edge, our own).
 //!
-//! The `spectrum` binary wraps all this: `spectrum scan <MODEL>` and
-//! `spectrum select <SNR_JSON> --top-percent N`.
+//! - [`model`] holds Llama and Mistral as Hugging Face transformers computes them:
+//!   [`model::LlamaForCausalLM`] (HF module names, so Burn parameter paths are checkpoint names),
+//!   `from_pretrained` / `save_pretrained`, [`model::Tokenizer`], [`model::generate`], and
+//!   [`model::gguf`] to import llama.cpp files.
+//!
+//! The `spectrum` binary wraps all this: `spectrum scan <MODEL>`,
+//! `spectrum select <SNR_JSON> --top-percent N`, `spectrum import-gguf <FILE> <OUT_DIR>` and
+//! `spectrum generate <MODEL_DIR> --prompt TEXT`.
 
 pub mod backend;
 pub mod error;

@@ -195,3 +195,127 @@ fn bad_input_fails_cleanly() {
         "no .safetensors file",
     );
 }
+
+#[test]
+fn import_gguf_then_generate_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = fixture("gguf/tiny_llama.gguf");
+    let model = dir.path().join("tiny");
+    let out = spectrum(
+        &[
+            "import-gguf",
+            gguf.to_str().unwrap(),
+            model.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        files_in(&model),
+        [
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json"
+        ]
+    );
+
+    let out = spectrum(
+        &[
+            "generate",
+            model.to_str().unwrap(),
+            "--prompt",
+            "hello",
+            "--max-new-tokens",
+            "5",
+            "--temperature",
+            "0.8",
+            "--seed",
+            "3",
+            "--format",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!line["prompt_ids"].as_array().unwrap().is_empty());
+    let generated = line["generated_ids"].as_array().unwrap();
+    assert!(!generated.is_empty() && generated.len() <= 5);
+    let top = line["last_logits_top"].as_array().unwrap();
+    assert_eq!(top.len(), 20);
+    let logits: Vec<f64> = top.iter().map(|p| p[1].as_f64().unwrap()).collect();
+    assert!(logits.windows(2).all(|w| w[0] >= w[1]), "{logits:?}");
+
+    // The same seed gives the same tokens.
+    let again = spectrum(
+        &[
+            "generate",
+            model.to_str().unwrap(),
+            "--prompt",
+            "hello",
+            "--max-new-tokens",
+            "5",
+            "--temperature",
+            "0.8",
+            "--seed",
+            "3",
+            "--format",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.stdout, again.stdout);
+}
+
+#[test]
+fn import_gguf_of_a_truncated_file_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixture("gguf/tiny_llama.gguf")).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let model = dir.path().join("out");
+    let out = spectrum(
+        &[
+            "import-gguf",
+            cut.to_str().unwrap(),
+            model.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cut.gguf"), "{stderr}");
+    assert!(files_in(&model).is_empty(), "{:?}", files_in(&model));
+}
+
+#[test]
+fn generate_without_a_model_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = spectrum(&["generate", "no_such_model", "--prompt", "hi"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no_such_model"), "{stderr}");
+    let bad_p = spectrum(
+        &[
+            "generate",
+            "no_such_model",
+            "--prompt",
+            "hi",
+            "--top-p",
+            "0",
+        ],
+        dir.path(),
+    );
+    assert_eq!(bad_p.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_p.stderr).contains("top-p 0"));
+}

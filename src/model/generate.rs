@@ -40,6 +40,26 @@ impl Default for GenerationConfig {
     }
 }
 
+impl GenerationConfig {
+    /// Rejects settings that cannot be sampled with: top-p outside (0, 1], a negative or
+    /// non-finite temperature.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::InvalidArgument(format!(
+                "top-p {} is outside (0, 1]",
+                self.top_p
+            )));
+        }
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "temperature {} must be 0 (greedy) or positive",
+                self.temperature
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// What [`generate`] produced.
 #[derive(Clone, Debug)]
 pub struct Generation {
@@ -58,14 +78,9 @@ pub fn generate<B: Backend>(
     device: &B::Device,
     mut on_token: impl FnMut(u32),
 ) -> Result<Generation> {
+    config.validate()?;
     if prompt_ids.is_empty() {
         return Err(Error::InvalidArgument("the prompt has no tokens".into()));
-    }
-    if !(config.top_p > 0.0 && config.top_p <= 1.0) {
-        return Err(Error::InvalidArgument(format!(
-            "top-p {} is outside (0, 1]",
-            config.top_p
-        )));
     }
     let vocab = model.config().vocab_size;
     if let Some(&bad) = prompt_ids.iter().find(|&&id| id as usize >= vocab) {

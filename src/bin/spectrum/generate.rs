@@ -24,9 +24,18 @@ pub struct Options {
 }
 
 pub fn run(model_dir: &Path, prompt: &str, options: &Options) -> Result<()> {
+    let mut config = GenerationConfig {
+        max_new_tokens: options.max_new_tokens,
+        temperature: options.temperature,
+        top_p: options.top_p,
+        seed: options.seed,
+        eos_token_ids: Vec::new(),
+    };
+    config.validate()?;
     let device = Default::default();
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     let model = LlamaForCausalLM::<DefaultBackend>::from_pretrained(model_dir, &device)?;
+    config.eos_token_ids = eos_token_ids(model_dir, model.config(), &tokenizer)?;
     // As transformers: a chat template already holds its special tokens, plain text gets the
     // tokenizer's own (none for SmolLM2, a BOS for Llama).
     let prompt_ids = if options.chat {
@@ -34,13 +43,6 @@ pub fn run(model_dir: &Path, prompt: &str, options: &Options) -> Result<()> {
         tokenizer.encode(&text, false)?
     } else {
         tokenizer.encode(prompt, true)?
-    };
-    let config = GenerationConfig {
-        max_new_tokens: options.max_new_tokens,
-        temperature: options.temperature,
-        top_p: options.top_p,
-        seed: options.seed,
-        eos_token_ids: eos_token_ids(model_dir, model.config(), &tokenizer)?,
     };
     let mut printer = Printer::new(&tokenizer, !options.json);
     let generation = generate(&model, &prompt_ids, &config, &device, |id| printer.push(id))?;
