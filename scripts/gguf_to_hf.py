@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Dequantize a llama-architecture GGUF into a Hugging Face safetensors folder, with gguf-py.
 
-Used to get the real SmolLM2-135M (DESIGN.md section 8) as a checkpoint for checks and
-benchmarks until `spectrum import-gguf` exists. Tensor names and the q/k un-permutation follow
-DESIGN.md section 5.
+An independent reference for `spectrum import-gguf`: on SmolLM2-135M (DESIGN.md section 8)
+every tensor the importer writes equals this script's bit for bit. Tensor names and the q/k
+un-permutation follow DESIGN.md section 5. Weights only (no tokenizer).
 
-    python scripts/gguf_to_hf.py SmolLM2-135M-Instruct.Q4_1.gguf assets/models/SmolLM2-135M-Instruct [--dtype f16]
+    python scripts/gguf_to_hf.py SmolLM2-135M-Instruct.Q4_1.gguf /tmp/smollm2_gguf_py [--dtype f16]
 
 Needs only `gguf`, `numpy` and `safetensors` (no torch).
 """
