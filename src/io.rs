@@ -1,21 +1,96 @@
-//! Writing files so that a reader never sees half of one.
+//! Writing files so that a reader never sees half of one: each is written to a temporary file
+//! beside its destination, synced, and renamed over it.
 
-use std::io::Write;
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::Path;
+
+use safetensors::{Dtype, View};
+use tempfile::NamedTempFile;
 
 use crate::error::{Error, Result};
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`.
+/// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| std::fs::write(tmp, bytes)).map_err(|e| Error::io(path, e))
+}
+
+/// Writes `path` atomically with `write`, which fills the temporary file at the path it is
+/// given. The error is the I/O error alone; callers attach the path in their own error type.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    let tmp = temp_file_in(dir)?;
+    write(tmp.path())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// A temporary file in `dir`. On Unix it gets the mode `File::create` gives (0o666 less the
+/// umask), not tempfile's private 0o600, since it becomes a user's output file.
+fn temp_file_in(dir: &Path) -> std::io::Result<NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".spectrum-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
+}
+
+/// One tensor to write: its dtype, shape and little-endian bytes.
+pub struct StoredTensor {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+impl StoredTensor {
+    /// An f32 tensor from its values.
+    pub fn from_f32(shape: Vec<usize>, values: &[f32]) -> Self {
+        StoredTensor {
+            dtype: Dtype::F32,
+            shape,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+}
+
+impl View for &StoredTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Writes a safetensors file atomically, with the `{"format": "pt"}` metadata transformers
+/// expects, streaming the tensors to disk (no second copy in memory).
+pub fn write_safetensors(path: &Path, tensors: &[(String, StoredTensor)]) -> std::io::Result<()> {
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let views = tensors.iter().map(|(name, t)| (name.as_str(), t));
+    write_atomic_with(path, |tmp| {
+        safetensors::serialize_to_file(views, Some(metadata), tmp).map_err(std::io::Error::other)
+    })
+}
+
+/// Writes `value` as pretty JSON with a final newline, atomically.
+pub fn write_json(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
+    let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    text.push('\n');
+    write_atomic_with(path, |tmp| std::fs::write(tmp, text))
 }

@@ -225,23 +225,21 @@ fn import_gguf_then_generate_end_to_end() {
         ]
     );
 
-    let out = spectrum(
-        &[
-            "generate",
-            model.to_str().unwrap(),
-            "--prompt",
-            "hello",
-            "--max-new-tokens",
-            "5",
-            "--temperature",
-            "0.8",
-            "--seed",
-            "3",
-            "--format",
-            "json",
-        ],
-        dir.path(),
-    );
+    let sampled = [
+        "generate",
+        model.to_str().unwrap(),
+        "--prompt",
+        "hello",
+        "--max-new-tokens",
+        "5",
+        "--temperature",
+        "0.8",
+        "--seed",
+        "3",
+        "--format",
+        "json",
+    ];
+    let out = spectrum(&sampled, dir.path());
     assert!(
         out.status.success(),
         "{}",
@@ -257,23 +255,7 @@ fn import_gguf_then_generate_end_to_end() {
     assert!(logits.windows(2).all(|w| w[0] >= w[1]), "{logits:?}");
 
     // The same seed gives the same tokens.
-    let again = spectrum(
-        &[
-            "generate",
-            model.to_str().unwrap(),
-            "--prompt",
-            "hello",
-            "--max-new-tokens",
-            "5",
-            "--temperature",
-            "0.8",
-            "--seed",
-            "3",
-            "--format",
-            "json",
-        ],
-        dir.path(),
-    );
+    let again = spectrum(&sampled, dir.path());
     assert_eq!(out.stdout, again.stdout);
 }
 

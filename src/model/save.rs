@@ -1,16 +1,14 @@
 //! `save_pretrained`: a Burn model back into a Hugging Face folder.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Tensor, backend::Backend};
-use safetensors::{Dtype, tensor::TensorView};
 
 use super::linear::transpose;
 use super::llama::LlamaForCausalLM;
 use crate::error::{Error, Result};
-use crate::io::write_atomic;
+use crate::io::{StoredTensor, write_json, write_safetensors};
 use crate::spectrum::checkpoint::INDEX_FILE;
 
 impl<B: Backend> LlamaForCausalLM<B> {
@@ -23,11 +21,12 @@ impl<B: Backend> LlamaForCausalLM<B> {
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let tensors = hf_tensors(self);
-        write_safetensors(&dir.join("model.safetensors"), &tensors)?;
+        let weights = dir.join("model.safetensors");
+        write_safetensors(&weights, &tensors).map_err(|e| Error::io(&weights, e))?;
         let mut config = self.config().to_json();
         config["torch_dtype"] = "float32".into();
-        let text = serde_json::to_string_pretty(&config).expect("a JSON value always serializes");
-        write_atomic(&dir.join("config.json"), format!("{text}\n").as_bytes())?;
+        let config_path = dir.join("config.json");
+        write_json(&config_path, &config).map_err(|e| Error::io(&config_path, e))?;
         let index = dir.join(INDEX_FILE);
         if index.exists() {
             std::fs::remove_file(&index).map_err(|e| Error::io(&index, e))?;
@@ -36,15 +35,9 @@ impl<B: Backend> LlamaForCausalLM<B> {
     }
 }
 
-/// One tensor to save: its Hugging Face name, shape and f32 values in that layout.
-pub struct HfTensor {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub values: Vec<f32>,
-}
-
-/// The model's parameters under their Hugging Face names, Linear weights back in `[out, in]`.
-pub fn hf_tensors<B: Backend, M: Module<B>>(model: &M) -> Vec<HfTensor> {
+/// The model's parameters under their Hugging Face names as f32, Linear weights back in
+/// `[out, in]`.
+pub fn hf_tensors<B: Backend, M: Module<B>>(model: &M) -> Vec<(String, StoredTensor)> {
     let mut collector = Collector {
         path: Vec::new(),
         tensors: Vec::new(),
@@ -62,7 +55,7 @@ fn is_linear_weight(name: &str) -> bool {
 
 struct Collector<B> {
     path: Vec<String>,
-    tensors: Vec<HfTensor>,
+    tensors: Vec<(String, StoredTensor)>,
     _backend: std::marker::PhantomData<B>,
 }
 
@@ -88,38 +81,7 @@ impl<B: Backend> ModuleVisitor<B> for Collector<B> {
             values = transpose(&values, shape[0], shape[1]);
             shape.reverse();
         }
-        self.tensors.push(HfTensor {
-            name,
-            shape,
-            values,
-        });
+        let tensor = StoredTensor::from_f32(shape, &values);
+        self.tensors.push((name, tensor));
     }
-}
-
-/// Writes f32 tensors as a safetensors file (`{"format": "pt"}` metadata, as transformers
-/// expects), through a temporary file renamed into place.
-pub fn write_safetensors(path: &Path, tensors: &[HfTensor]) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views = tensors.iter().zip(&bytes).map(|(t, b)| {
-        let view = TensorView::new(Dtype::F32, t.shape.clone(), b).expect("shape matches values");
-        (t.name.clone(), view)
-    });
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    safetensors::serialize_to_file(views, Some(metadata), tmp.path()).map_err(|e| Error::Io {
-        path: tmp.path().to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
 }

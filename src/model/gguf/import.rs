@@ -1,24 +1,21 @@
 //! `import_gguf`: a llama-architecture GGUF file -> a Hugging Face model folder.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::fs;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use half::{bf16, f16};
 use rayon::prelude::*;
-use safetensors::{Dtype, View};
+use safetensors::Dtype;
 use serde_json::Value;
-use tempfile::NamedTempFile;
 
 use super::config::hf_config;
 use super::permute::unpermute_rows;
 use super::reader::{GgufFile, TensorInfo};
 use super::tokenizer::{hf_generation_config, hf_tokenizer, hf_tokenizer_config};
 use super::{GgufError, Result};
+use crate::io::{self, StoredTensor};
 
 /// Values converted per rayon task.
 const VALUES_PER_TASK: usize = 1 << 16;
@@ -183,7 +180,7 @@ pub fn import_gguf(
         skipped: Vec::new(),
         warnings: Vec::new(),
     };
-    let mut tensors: Vec<(String, OwnedTensor)> = Vec::new();
+    let mut tensors: Vec<(String, StoredTensor)> = Vec::new();
     let total = gguf.tensors().len();
     for (done, info) in gguf.tensors().iter().enumerate() {
         match hf_tensor_name(&info.name) {
@@ -227,7 +224,7 @@ fn convert_tensor(
     info: &TensorInfo,
     (heads, kv_heads): (usize, usize),
     dtype: OutDtype,
-) -> Result<OwnedTensor> {
+) -> Result<StoredTensor> {
     let mut values = gguf.tensor_f32(info)?;
     let part = info.name.rsplit('.').nth(1).unwrap_or("");
     let permuted_heads = match part {
@@ -246,62 +243,17 @@ fn convert_tensor(
             }
         })?;
     }
-    Ok(OwnedTensor {
+    Ok(StoredTensor {
         dtype: dtype.safetensors_dtype(),
         shape: info.shape.clone(),
         data: dtype.encode(&values),
     })
 }
 
-/// A converted tensor, ready for the safetensors writer.
-struct OwnedTensor {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl View for &OwnedTensor {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
-/// A temporary file in `dir`, to be renamed over an output file. On Unix it gets the mode
-/// `File::create` gives (0o666 less the umask), not tempfile's private 0o600.
-fn temp_file_in(dir: &Path) -> std::io::Result<NamedTempFile> {
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".import-gguf-").suffix(".tmp");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(fs::Permissions::from_mode(0o666));
-    }
-    builder.tempfile_in(dir)
-}
-
 /// Write `model.safetensors` (metadata `{"format": "pt"}`) through a temporary file.
-fn write_safetensors(out_dir: &Path, tensors: Vec<(String, OwnedTensor)>) -> Result<PathBuf> {
+fn write_safetensors(out_dir: &Path, tensors: Vec<(String, StoredTensor)>) -> Result<PathBuf> {
     let path = out_dir.join("model.safetensors");
-    let tmp = temp_file_in(out_dir).map_err(|e| GgufError::io(out_dir, e))?;
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let views = tensors.iter().map(|(name, t)| (name.as_str(), t));
-    safetensors::serialize_to_file(views, Some(metadata), tmp.path()).map_err(|e| {
-        GgufError::Safetensors {
-            path: path.clone(),
-            reason: e.to_string(),
-        }
-    })?;
-    tmp.persist(&path)
-        .map_err(|e| GgufError::io(&path, e.error))?;
+    io::write_safetensors(&path, &tensors).map_err(|e| GgufError::io(&path, e))?;
     Ok(path)
 }
 
@@ -309,13 +261,7 @@ fn write_safetensors(out_dir: &Path, tensors: Vec<(String, OwnedTensor)>) -> Res
 /// file.
 fn write_json(out_dir: &Path, name: &str, value: &Value) -> Result<PathBuf> {
     let path = out_dir.join(name);
-    let tmp = temp_file_in(out_dir).map_err(|e| GgufError::io(out_dir, e))?;
-    let mut writer = BufWriter::new(tmp);
-    let io = |e: std::io::Error| GgufError::io(&path, e);
-    serde_json::to_writer_pretty(&mut writer, value).map_err(|e| io(e.into()))?;
-    writer.write_all(b"\n").map_err(io)?;
-    let tmp = writer.into_inner().map_err(|e| io(e.into_error()))?;
-    tmp.persist(&path).map_err(|e| io(e.error))?;
+    io::write_json(&path, value).map_err(|e| GgufError::io(&path, e))?;
     Ok(path)
 }
 
