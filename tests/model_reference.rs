@@ -98,6 +98,7 @@ fn logits_and_loss_equal_transformers() {
         let padding = expected.ids("attention_mask");
         let logits = model.forward_masked(ids_tensor(&ids, &Default::default()), Some(&padding));
         let diff = max_abs_diff(&values(logits.clone()), &expected.floats("logits"));
+        eprintln!("{name}: max |logit difference| {diff:.2e}");
         assert!(diff < TOLERANCE, "{name}: logits differ by {diff}");
 
         let loss = values(LlamaForCausalLM::causal_lm_loss(logits, expected.labels()))[0];
