@@ -47,6 +47,8 @@ pub enum Error {
     Tokenizer { path: PathBuf, reason: String },
     #[error("chat template: {0}")]
     ChatTemplate(String),
+    #[error("{path}: invalid data ({reason})")]
+    InvalidData { path: PathBuf, reason: String },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error(transparent)]

@@ -29,6 +29,7 @@
 //! `spectrum generate <MODEL_DIR> --prompt TEXT`.
 
 pub mod backend;
+pub mod data;
 pub mod error;
 pub mod io;
 pub mod model;

@@ -144,3 +144,58 @@ fn cli_generate_prints_the_json_line() {
     assert_eq!(top.len(), 20);
     assert_eq!(top[0][0], chat["last_logits_top"][0][0]);
 }
+
+#[test]
+fn the_alpaca_demo_data_encodes_with_smollm2() {
+    use burn_spectrum::data::{EncodeOptions, prepare, read_alpaca};
+    let Some(dir) = model_dir() else { return };
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/data/alpaca_en_demo.json");
+    if !path.exists() {
+        let required = std::env::var("SPECTRUM_REQUIRE_ASSETS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "{} is missing: run ./scripts/get_alpaca.sh",
+            path.display()
+        );
+        eprintln!(
+            "skipped: {} is missing (run ./scripts/get_alpaca.sh)",
+            path.display()
+        );
+        return;
+    }
+    let data = read_alpaca(&path).unwrap();
+    // DESIGN.md section 8: 999 records, 412 with an input.
+    assert_eq!(data.records.len(), 999);
+    assert!(data.skipped.is_empty(), "{:?}", data.skipped);
+    assert_eq!(
+        data.records.iter().filter(|r| !r.input.is_empty()).count(),
+        412
+    );
+
+    let tokenizer = Tokenizer::from_dir(&dir).unwrap();
+    let eos = tokenizer.token_id("<|im_end|>").unwrap();
+    let options = EncodeOptions {
+        max_len: 256,
+        train_on_prompt: false,
+    };
+    let prepared = prepare(&data, &tokenizer, eos, &options, 50, 0).unwrap();
+    assert_eq!(
+        prepared.train.len() + prepared.eval.len() + prepared.too_long,
+        999
+    );
+    assert_eq!(prepared.eval.len(), 50);
+    for example in prepared.train.iter().chain(&prepared.eval) {
+        assert!(example.ids.len() <= 256);
+        assert!(
+            example.labels.iter().any(|&l| l >= 0),
+            "every kept example has a target"
+        );
+    }
+    eprintln!(
+        "alpaca: {} train, {} eval, {} truncated, {} too long at 256 tokens",
+        prepared.train.len(),
+        prepared.eval.len(),
+        prepared.truncated,
+        prepared.too_long
+    );
+}
