@@ -5,8 +5,8 @@ src/peft/nf4.rs).
     /work/nf4env/bin/python scripts/make_nf4_fixtures.py [OUT_DIR]   # default tests/fixtures/nf4
     /work/nf4env/bin/python scripts/make_nf4_fixtures.py --rust-dynamic-map   # print the table
 
-Needs numpy, torch (only for `torch.linspace`, which bitsandbytes' `create_dynamic_map` uses and
-whose vectorized rounding numpy does not reproduce) and safetensors. If `bitsandbytes` imports
+Needs numpy and torch (only for `torch.linspace`, which bitsandbytes' `create_dynamic_map` uses
+and whose vectorized rounding numpy does not reproduce); it writes the .safetensors file itself. If `bitsandbytes` imports
 too, the script also runs the real library (its CPU backend) on the same inputs and prints, per
 case and field, whether it agrees bit for bit (see "Comparison with real bitsandbytes" below).
 
@@ -67,8 +67,9 @@ differences from the CUDA kernels mirrored here: (1) the 4 thresholds that are 1
 last block is divided by absmax instead of multiplied by its reciprocal; (4) NaN: torch's max
 propagates NaN into absmax; (5) no flush-to-zero; (6) 8-bit ties go to the lower code and the
 8-bit code[0] is treated as -1.0; (7) the offset is torch's f32 mean.
-The script prints the result of the comparison; on ordinary (random) inputs they agree bit for
-bit.
+The script prints the result of the comparison: on ordinary (random) inputs the packed codes,
+absmax and dequantized values agree bit for bit; the offset may be 1 ulp apart (torch's f32 mean);
+see tests/fixtures/nf4/README.md.
 
 Fixture layout (nf4_cases.safetensors; every tensor little-endian; CASE is one of the names in
 the metadata key "cases", each a row-major [out, in] weight):
@@ -485,6 +486,31 @@ def compare_with_bitsandbytes(cases, ref, dyn8, code):
           f"{ours_nearer} of those our code is strictly nearer than bitsandbytes-CPU's")
 
 
+def save_safetensors(tensors, path, metadata):
+    """Write a .safetensors file byte-for-byte deterministically (the safetensors package
+    orders its JSON header differently from run to run): header keys sorted, data in the
+    same order, header padded with spaces to a multiple of 8 bytes."""
+    import json
+    dtypes = {np.dtype(np.float32): "F32", np.dtype(np.uint8): "U8"}
+    header = {"__metadata__": dict(sorted(metadata.items()))}
+    blobs = []
+    offset = 0
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        raw = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": dtypes[a.dtype], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little"))
+        f.write(h)
+        for raw in blobs:
+            f.write(raw)
+
+
 # ------------------------------------------------------------------------------------- main
 
 def main():
@@ -495,7 +521,6 @@ def main():
             print("    " + ", ".join(words[i:i + 8]) + ",")
         return
     out_dir = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/nf4"
-    from safetensors.numpy import save_file
     import os
 
     rng = np.random.default_rng(20240607)
@@ -533,7 +558,7 @@ def main():
 
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "nf4_cases.safetensors")
-    save_file(tensors, path, metadata={
+    save_safetensors(tensors, path, metadata={
         "cases": ",".join(cases.keys()),
         "generator": "scripts/make_nf4_fixtures.py",
         "mirrors": "bitsandbytes CUDA kQuantizeBlockwise (NF4, blocksize 64) + "

@@ -33,6 +33,7 @@ pub mod data;
 pub mod error;
 pub mod io;
 pub mod model;
+pub mod peft;
 pub mod spectrum;
 
 pub use error::{Error, Result};

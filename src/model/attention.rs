@@ -1,24 +1,23 @@
 //! Multi-head self-attention with grouped key/value heads (GQA), as Llama and Mistral use it.
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::{Bool, Tensor, activation::softmax, backend::Backend};
 
 use super::cache::KvCache;
-use super::linear::linear_no_bias;
+use super::projection::Projection;
 use super::rope::RopeTables;
 
 /// The projections of one attention block, named as in Hugging Face checkpoints.
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
     /// `hidden -> heads * head_dim`
-    pub q_proj: Linear<B>,
+    pub q_proj: Projection<B>,
     /// `hidden -> kv_heads * head_dim`
-    pub k_proj: Linear<B>,
+    pub k_proj: Projection<B>,
     /// `hidden -> kv_heads * head_dim`
-    pub v_proj: Linear<B>,
+    pub v_proj: Projection<B>,
     /// `heads * head_dim -> hidden`
-    pub o_proj: Linear<B>,
+    pub o_proj: Projection<B>,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -44,10 +43,10 @@ impl<B: Backend> Attention<B> {
     ) -> Self {
         Self::from_projections(
             [
-                linear_no_bias(hidden, heads * head_dim, device),
-                linear_no_bias(hidden, kv_heads * head_dim, device),
-                linear_no_bias(hidden, kv_heads * head_dim, device),
-                linear_no_bias(heads * head_dim, hidden, device),
+                Projection::new(hidden, heads * head_dim, device),
+                Projection::new(hidden, kv_heads * head_dim, device),
+                Projection::new(hidden, kv_heads * head_dim, device),
+                Projection::new(heads * head_dim, hidden, device),
             ],
             heads,
             kv_heads,
@@ -57,7 +56,7 @@ impl<B: Backend> Attention<B> {
 
     /// From `[q, k, v, o]` projections.
     pub fn from_projections(
-        [q_proj, k_proj, v_proj, o_proj]: [Linear<B>; 4],
+        [q_proj, k_proj, v_proj, o_proj]: [Projection<B>; 4],
         heads: usize,
         kv_heads: usize,
         head_dim: usize,

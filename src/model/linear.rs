@@ -1,21 +1,4 @@
-//! Linear layers as Llama uses them: no bias, Burn's `[in, out]` weight layout.
-
-use burn::module::Param;
-use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Tensor, backend::Backend};
-
-/// A randomly initialised `d_in -> d_out` layer without bias.
-pub fn linear_no_bias<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
-    LinearConfig::new(d_in, d_out).with_bias(false).init(device)
-}
-
-/// A layer from its weight in Burn's layout, `[in, out]`.
-pub fn linear_from_weight<B: Backend>(weight: Tensor<B, 2>) -> Linear<B> {
-    Linear {
-        weight: Param::from_tensor(weight),
-        bias: None,
-    }
-}
+//! Between PyTorch's `[out, in]` Linear layout and Burn's `[in, out]`.
 
 /// Transposes a row-major `[rows, cols]` matrix: PyTorch's `[out, in]` to Burn's `[in, out]`
 /// and back. Done on plain memory so that the parameter is contiguous.

@@ -1,16 +1,16 @@
 //! The Llama/Mistral causal language model, with Hugging Face's module names.
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Linear};
+use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::{Int, Tensor, TensorData, activation::log_softmax, backend::Backend};
 
 use super::attention::{Attention, AttentionContext};
 use super::cache::KvCache;
 use super::config::LlamaConfig;
 use super::decoder::DecoderLayer;
-use super::linear::linear_no_bias;
 use super::mask::attention_mask;
 use super::mlp::Mlp;
+use super::projection::Projection;
 use super::rms_norm::RmsNorm;
 use super::rope::Rope;
 
@@ -35,7 +35,7 @@ pub struct LlamaModel<B: Backend> {
 pub struct LlamaForCausalLM<B: Backend> {
     pub model: LlamaModel<B>,
     /// `None` when the head shares `model.embed_tokens` (`tie_word_embeddings`).
-    pub lm_head: Option<Linear<B>>,
+    pub lm_head: Option<Projection<B>>,
     #[module(skip)]
     config: LlamaConfig,
     #[module(skip)]
@@ -64,7 +64,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
             norm: RmsNorm::new(c.hidden_size, c.rms_norm_eps, device),
         };
         let lm_head =
-            (!c.tie_word_embeddings).then(|| linear_no_bias(c.hidden_size, c.vocab_size, device));
+            (!c.tie_word_embeddings).then(|| Projection::new(c.hidden_size, c.vocab_size, device));
         Self::from_parts(config.clone(), model, lm_head)
     }
 
@@ -72,7 +72,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
     pub fn from_parts(
         config: LlamaConfig,
         model: LlamaModel<B>,
-        lm_head: Option<Linear<B>>,
+        lm_head: Option<Projection<B>>,
     ) -> Self {
         LlamaForCausalLM {
             rope: Rope::new(&config),
@@ -84,6 +84,55 @@ impl<B: Backend> LlamaForCausalLM<B> {
 
     pub fn config(&self) -> &LlamaConfig {
         &self.config
+    }
+
+    /// Every linear projection with its module path (`model.layers.0.self_attn.q_proj`, ...,
+    /// `lm_head` when untied), in checkpoint order.
+    pub fn projections_mut(&mut self) -> Vec<(String, &mut Projection<B>)> {
+        let mut all = Vec::new();
+        for (i, layer) in self.model.layers.iter_mut().enumerate() {
+            let (attn, mlp) = (&mut layer.self_attn, &mut layer.mlp);
+            let p = format!("model.layers.{i}");
+            all.push((format!("{p}.self_attn.q_proj"), &mut attn.q_proj));
+            all.push((format!("{p}.self_attn.k_proj"), &mut attn.k_proj));
+            all.push((format!("{p}.self_attn.v_proj"), &mut attn.v_proj));
+            all.push((format!("{p}.self_attn.o_proj"), &mut attn.o_proj));
+            all.push((format!("{p}.mlp.gate_proj"), &mut mlp.gate_proj));
+            all.push((format!("{p}.mlp.up_proj"), &mut mlp.up_proj));
+            all.push((format!("{p}.mlp.down_proj"), &mut mlp.down_proj));
+        }
+        if let Some(head) = self.lm_head.as_mut() {
+            all.push(("lm_head".to_string(), head));
+        }
+        all
+    }
+
+    /// Whether any projection carries a LoRA adapter.
+    pub fn has_lora(&self) -> bool {
+        let layers = self.model.layers.iter().any(|l| {
+            let a = &l.self_attn;
+            let m = &l.mlp;
+            [
+                &a.q_proj,
+                &a.k_proj,
+                &a.v_proj,
+                &a.o_proj,
+                &m.gate_proj,
+                &m.up_proj,
+                &m.down_proj,
+            ]
+            .iter()
+            .any(|p| p.lora.is_some())
+        });
+        layers || self.lm_head.as_ref().is_some_and(|h| h.lora.is_some())
+    }
+
+    /// Folds every LoRA adapter into its base weight (`W + scaling * A @ B`).
+    pub fn merge_lora(mut self) -> Self {
+        for (_, projection) in self.projections_mut() {
+            projection.merge();
+        }
+        self
     }
 
     /// Logits of every position, without padding.

@@ -10,9 +10,10 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use super::attention::Attention;
 use super::config::LlamaConfig;
 use super::decoder::DecoderLayer;
-use super::linear::{linear_from_weight, transpose};
+use super::linear::transpose;
 use super::llama::{LlamaForCausalLM, LlamaModel};
 use super::mlp::Mlp;
+use super::projection::Projection;
 use super::rms_norm::RmsNorm;
 use crate::error::{Error, Result};
 use crate::spectrum::checkpoint::{Checkpoint, INDEX_FILE, TensorEntry};
@@ -213,12 +214,12 @@ impl<'a> Source<'a> {
         out: usize,
         inp: usize,
         device: &B::Device,
-    ) -> burn::nn::Linear<B> {
+    ) -> Projection<B> {
         let values = self
             .values(name, &[out, inp])
             .map(|v| transpose(&v, out, inp))
             .unwrap_or_else(|| vec![0.0; out * inp]);
-        linear_from_weight(Tensor::from_data(
+        Projection::from_weight(Tensor::from_data(
             TensorData::new(values, [inp, out]),
             device,
         ))

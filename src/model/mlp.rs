@@ -1,26 +1,25 @@
 //! The SwiGLU feed-forward block.
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::{Tensor, activation::silu, backend::Backend};
 
-use super::linear::linear_no_bias;
+use super::projection::Projection;
 
 /// `down_proj(silu(gate_proj(x)) * up_proj(x))`, no biases.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
-    pub gate_proj: Linear<B>,
-    pub up_proj: Linear<B>,
-    pub down_proj: Linear<B>,
+    pub gate_proj: Projection<B>,
+    pub up_proj: Projection<B>,
+    pub down_proj: Projection<B>,
 }
 
 impl<B: Backend> Mlp<B> {
     /// A randomly initialised block, `hidden -> intermediate -> hidden`.
     pub fn new(hidden: usize, intermediate: usize, device: &B::Device) -> Self {
         Mlp {
-            gate_proj: linear_no_bias(hidden, intermediate, device),
-            up_proj: linear_no_bias(hidden, intermediate, device),
-            down_proj: linear_no_bias(intermediate, hidden, device),
+            gate_proj: Projection::new(hidden, intermediate, device),
+            up_proj: Projection::new(hidden, intermediate, device),
+            down_proj: Projection::new(intermediate, hidden, device),
         }
     }
 

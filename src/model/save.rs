@@ -18,7 +18,16 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// Each file is written under a temporary name and renamed, so an interrupted save leaves
     /// the previous files whole. A stale sharded index in `dir` is removed, since it would
     /// point transformers at other files.
+    ///
+    /// A model with LoRA adapters is refused: merge them first ([`LlamaForCausalLM::merge_lora`])
+    /// or save them apart ([`crate::peft::save_adapter`]).
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        if self.has_lora() {
+            return Err(Error::InvalidArgument(
+                "the model has LoRA adapters: merge them (merge_lora) or save them with save_adapter"
+                    .into(),
+            ));
+        }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let tensors = hf_tensors(self);
         let weights = dir.join("model.safetensors");

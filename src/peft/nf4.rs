@@ -256,8 +256,16 @@ impl DoubleQuant {
 impl Nf4Tensor {
     /// Builds a tensor from stored parts (e.g. read from a bitsandbytes checkpoint), checking
     /// that the lengths fit the shape.
-    pub fn from_parts(shape: [usize; 2], packed: Vec<u8>, absmax: Absmax) -> Result<Self, Nf4Error> {
-        let t = Self { shape, packed, absmax };
+    pub fn from_parts(
+        shape: [usize; 2],
+        packed: Vec<u8>,
+        absmax: Absmax,
+    ) -> Result<Self, Nf4Error> {
+        let t = Self {
+            shape,
+            packed,
+            absmax,
+        };
         t.validate()?;
         Ok(t)
     }
@@ -266,12 +274,19 @@ impl Nf4Tensor {
     /// the shape implies. Tensors made by [`quantize`] always pass.
     pub fn validate(&self) -> Result<(), Nf4Error> {
         let shape = self.shape;
-        let n = shape[0].checked_mul(shape[1]).ok_or(Nf4Error::ShapeOverflow(shape))?;
+        let n = shape[0]
+            .checked_mul(shape[1])
+            .ok_or(Nf4Error::ShapeOverflow(shape))?;
         let check = |what, expected, actual| {
             if expected == actual {
                 Ok(())
             } else {
-                Err(Nf4Error::Inconsistent { shape, what, expected, actual })
+                Err(Nf4Error::Inconsistent {
+                    shape,
+                    what,
+                    expected,
+                    actual,
+                })
             }
         };
         check("packed", n.div_ceil(2), self.packed.len())?;
@@ -280,7 +295,11 @@ impl Nf4Tensor {
             Absmax::Plain(a) => check("absmax", nb, a.len()),
             Absmax::Double(d) => {
                 check("double-quant codes", nb, d.codes.len())?;
-                check("double-quant scales", nb.div_ceil(ABSMAX_BLOCK), d.scales.len())
+                check(
+                    "double-quant scales",
+                    nb.div_ceil(ABSMAX_BLOCK),
+                    d.scales.len(),
+                )
             }
         }
     }
@@ -346,7 +365,11 @@ impl Nf4Tensor {
 #[inline]
 pub fn nibble(packed: &[u8], i: usize) -> u8 {
     let b = packed[i / 2];
-    if i % 2 == 0 { b >> 4 } else { b & 0x0F }
+    if i.is_multiple_of(2) {
+        b >> 4
+    } else {
+        b & 0x0F
+    }
 }
 
 /// bitsandbytes' signed 8-bit dynamic map (`create_dynamic_map(signed=True)`), ascending.
@@ -357,7 +380,11 @@ pub fn dynamic_map_signed() -> [f32; 256] {
 /// Flush a subnormal to a zero of the same sign (the kernels' `--use_fast_math`).
 #[inline]
 fn ftz(x: f32) -> f32 {
-    if x.is_subnormal() { 0.0f32.copysign(x) } else { x }
+    if x.is_subnormal() {
+        0.0f32.copysign(x)
+    } else {
+        x
+    }
 }
 
 /// A multiplication as `FMUL.FTZ` does it: subnormal inputs and result flushed to zero.
@@ -374,8 +401,8 @@ fn recip_ftz(a: f32) -> f32 {
 
 /// The absmax of one block as bitsandbytes' `kQuantizeBlockwise` computes it: the largest
 /// `|x|` (subnormals counting as 0), NaNs ignored; if the block is shorter than `blocksize`
-/// (the last, partial block) the padding zeros count too. A block of only NaNs, or an empty
-/// full block, gives `-f32::MAX`, the kernel's start value.
+/// (the last, partial block) the padding zeros count too. A full block of only NaNs gives
+/// `-f32::MAX`, the kernel's start value (a partial one gives 0).
 pub fn block_absmax(block: &[f32], blocksize: usize) -> f32 {
     let mut m = -f32::MAX;
     for &x in block {
@@ -537,7 +564,11 @@ pub fn double_quantize(absmax: &[f32]) -> DoubleQuant {
     let offset = absmax_mean(absmax);
     let centered: Vec<f32> = absmax.iter().map(|&a| a - offset).collect();
     let (codes, scales) = quantize_blockwise_8bit(&centered);
-    DoubleQuant { codes, scales, offset }
+    DoubleQuant {
+        codes,
+        scales,
+        offset,
+    }
 }
 
 /// Quantizes one block (at most 64 values) into `out` (`block.len().div_ceil(2)` bytes) and
@@ -566,10 +597,20 @@ fn quantize_block(block: &[f32], out: &mut [u8]) -> f32 {
 /// # Errors
 /// [`Nf4Error::ShapeMismatch`] if `shape[0] * shape[1] != values.len()`,
 /// [`Nf4Error::ShapeOverflow`] if that product overflows.
-pub fn quantize(values: &[f32], shape: [usize; 2], double_quant: bool) -> Result<Nf4Tensor, Nf4Error> {
-    let expected = shape[0].checked_mul(shape[1]).ok_or(Nf4Error::ShapeOverflow(shape))?;
+pub fn quantize(
+    values: &[f32],
+    shape: [usize; 2],
+    double_quant: bool,
+) -> Result<Nf4Tensor, Nf4Error> {
+    let expected = shape[0]
+        .checked_mul(shape[1])
+        .ok_or(Nf4Error::ShapeOverflow(shape))?;
     if expected != values.len() {
-        return Err(Nf4Error::ShapeMismatch { shape, expected, actual: values.len() });
+        return Err(Nf4Error::ShapeMismatch {
+            shape,
+            expected,
+            actual: values.len(),
+        });
     }
     let n = values.len();
     let mut packed = vec![0u8; n.div_ceil(2)];
@@ -580,8 +621,16 @@ pub fn quantize(values: &[f32], shape: [usize; 2], double_quant: bool) -> Result
         .zip(absmax.par_iter_mut())
         .with_min_len(256)
         .for_each(|((block, out), a)| *a = quantize_block(block, out));
-    let absmax = if double_quant { Absmax::Double(double_quantize(&absmax)) } else { Absmax::Plain(absmax) };
-    Ok(Nf4Tensor { shape, packed, absmax })
+    let absmax = if double_quant {
+        Absmax::Double(double_quantize(&absmax))
+    } else {
+        Absmax::Plain(absmax)
+    };
+    Ok(Nf4Tensor {
+        shape,
+        packed,
+        absmax,
+    })
 }
 
 /// Dequantizes to a row-major `[out, in]` f32 weight: `NF4_CODE[q[i]] * absmax[i / 64]` (the
@@ -678,8 +727,20 @@ mod tests {
     #[test]
     fn tree_is_the_count_of_thresholds_below() {
         let mut rng = Rng(7);
-        let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 2.0, -2.0, 1e-45];
-        for x in special.into_iter().chain((0..200_000).map(|_| rng.uniform() * 2.4 - 1.2)) {
+        let special = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            2.0,
+            -2.0,
+            1e-45,
+        ];
+        for x in special
+            .into_iter()
+            .chain((0..200_000).map(|_| rng.uniform() * 2.4 - 1.2))
+        {
             assert_eq!(nf4_index(x), count_rule(x), "x = {x}");
         }
         assert_eq!(nf4_index(f32::NAN), 0);
@@ -692,7 +753,11 @@ mod tests {
         let map = dynamic_map_signed();
         let mut rng = Rng(11);
         for i in 0..100_000 {
-            let x = if i % 2 == 0 { rng.uniform() * 2.0 - 1.0 } else { (rng.uniform() - 0.5) * 1e-3 };
+            let x = if i % 2 == 0 {
+                rng.uniform() * 2.0 - 1.0
+            } else {
+                (rng.uniform() - 0.5) * 1e-3
+            };
             let q = dynamic_index(&map, x) as usize;
             let best = (0..256)
                 .min_by(|&a, &b| (x - map[a]).abs().total_cmp(&(x - map[b]).abs()))
@@ -716,7 +781,12 @@ mod tests {
                 continue;
             }
             let even = if k % 2 == 0 { k } else { k + 1 };
-            assert_eq!(dynamic_index(&map, mid) as usize, even, "tie between {k} and {}", k + 1);
+            assert_eq!(
+                dynamic_index(&map, mid) as usize,
+                even,
+                "tie between {k} and {}",
+                k + 1
+            );
         }
     }
 
@@ -757,11 +827,17 @@ mod tests {
         v[200] = f32::NEG_INFINITY;
         let t = quantize(&v, [4, 64], true).unwrap();
         let plain = quantize(&v, [4, 64], false).unwrap();
-        let Absmax::Plain(a) = &plain.absmax else { unreachable!() };
+        let Absmax::Plain(a) = &plain.absmax else {
+            unreachable!()
+        };
         assert_eq!(a[0], 0.5, "NaN is ignored by absmax");
         assert_eq!(nibble(&plain.packed, 3), 0, "NaN gets code 0");
         assert_eq!(a[1], f32::INFINITY);
-        assert_eq!(nibble(&plain.packed, 64), 7, "finite value in an inf block: x * 0 = 0");
+        assert_eq!(
+            nibble(&plain.packed, 64),
+            7,
+            "finite value in an inf block: x * 0 = 0"
+        );
         assert_eq!(a[2], -f32::MAX, "a full block of NaN keeps the start value");
         let _ = dequantize(&t);
         let _ = dequantize(&plain);
@@ -785,23 +861,37 @@ mod tests {
             assert_eq!(words.len(), t.packed.len().div_ceil(4));
             for i in 0..n {
                 let shift = 4 * ((i % 8) ^ 1);
-                assert_eq!(((words[i / 8] >> shift) & 0xF) as u8, nibble(&t.packed, i), "n {n} i {i}");
+                assert_eq!(
+                    ((words[i / 8] >> shift) & 0xF) as u8,
+                    nibble(&t.packed, i),
+                    "n {n} i {i}"
+                );
             }
         }
     }
 
     #[test]
     fn dequant_error_is_at_most_half_the_largest_gap() {
-        let max_gap = NF4_CODE.windows(2).map(|w| w[1] - w[0]).fold(0.0f32, f32::max);
+        let max_gap = NF4_CODE
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .fold(0.0f32, f32::max);
         let mut rng = Rng(5);
         let (rows, cols) = (33, 100);
-        let v: Vec<f32> = (0..rows * cols).map(|i| rng.normal() * (1.0 + (i % 7) as f32)).collect();
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|i| rng.normal() * (1.0 + (i % 7) as f32))
+            .collect();
         let t = quantize(&v, [rows, cols], false).unwrap();
         let d = dequantize(&t);
-        let Absmax::Plain(absmax) = &t.absmax else { unreachable!() };
+        let Absmax::Plain(absmax) = &t.absmax else {
+            unreachable!()
+        };
         for (i, (&x, &y)) in v.iter().zip(&d).enumerate() {
             let a = absmax[i / NF4_BLOCK];
-            assert!((x - y).abs() <= 0.5 * max_gap * a * (1.0 + 1e-5), "i {i}: {x} vs {y}, absmax {a}");
+            assert!(
+                (x - y).abs() <= 0.5 * max_gap * a * (1.0 + 1e-5),
+                "i {i}: {x} vs {y}, absmax {a}"
+            );
         }
     }
 
@@ -813,8 +903,12 @@ mod tests {
         let t = quantize(&v, [rows, cols], true).unwrap();
         let plain = quantize(&v, [rows, cols], false).unwrap();
         assert_eq!(t.packed, plain.packed);
-        let Absmax::Plain(exact) = &plain.absmax else { unreachable!() };
-        let Absmax::Double(dq) = &t.absmax else { unreachable!() };
+        let Absmax::Plain(exact) = &plain.absmax else {
+            unreachable!()
+        };
+        let Absmax::Double(dq) = &t.absmax else {
+            unreachable!()
+        };
         assert_eq!(dq.codes.len(), 4096);
         assert_eq!(dq.scales.len(), 16);
         let rec = t.absmax_f32();
@@ -844,14 +938,30 @@ mod tests {
     fn bad_shapes_are_errors() {
         assert_eq!(
             quantize(&[0.0; 10], [3, 4], false),
-            Err(Nf4Error::ShapeMismatch { shape: [3, 4], expected: 12, actual: 10 })
+            Err(Nf4Error::ShapeMismatch {
+                shape: [3, 4],
+                expected: 12,
+                actual: 10
+            })
         );
-        assert_eq!(quantize(&[], [usize::MAX, 2], false), Err(Nf4Error::ShapeOverflow([usize::MAX, 2])));
+        assert_eq!(
+            quantize(&[], [usize::MAX, 2], false),
+            Err(Nf4Error::ShapeOverflow([usize::MAX, 2]))
+        );
         let t = quantize(&[], [0, 5], true).unwrap();
         assert!(t.packed.is_empty());
         assert!(dequantize(&t).is_empty());
-        let err = Nf4Tensor::from_parts([2, 64], vec![0; 64], Absmax::Plain(vec![1.0])).unwrap_err();
-        assert_eq!(err, Nf4Error::Inconsistent { shape: [2, 64], what: "absmax", expected: 2, actual: 1 });
+        let err =
+            Nf4Tensor::from_parts([2, 64], vec![0; 64], Absmax::Plain(vec![1.0])).unwrap_err();
+        assert_eq!(
+            err,
+            Nf4Error::Inconsistent {
+                shape: [2, 64],
+                what: "absmax",
+                expected: 2,
+                actual: 1
+            }
+        );
         assert!(Nf4Tensor::from_parts([2, 64], vec![0; 63], Absmax::Plain(vec![1.0; 2])).is_err());
         assert!(Nf4Tensor::from_parts([2, 64], vec![0; 64], Absmax::Plain(vec![1.0; 2])).is_ok());
     }

@@ -1,0 +1,28 @@
+//! Putting fresh LoRA adapters on a model.
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+
+use super::lora::{LoraAdapter, LoraConfig};
+use crate::model::LlamaForCausalLM;
+
+/// Adds a fresh adapter (A random, B zero) to every projection `config.target_modules`
+/// selects, and freezes everything else, as PEFT's `get_peft_model` does. Returns the model
+/// and the module paths that got adapters.
+pub fn add_lora<B: Backend>(
+    model: LlamaForCausalLM<B>,
+    config: &LoraConfig,
+    device: &B::Device,
+) -> (LlamaForCausalLM<B>, Vec<String>) {
+    // Freeze first: the adapters added after this stay trainable.
+    let mut model = model.no_grad();
+    let mut targeted = Vec::new();
+    for (path, projection) in model.projections_mut() {
+        if config.target_modules.matches(&path) {
+            let (d_in, d_out) = projection.dims();
+            projection.lora = Some(LoraAdapter::new(d_in, d_out, config, device));
+            targeted.push(path);
+        }
+    }
+    (model, targeted)
+}
