@@ -5,10 +5,11 @@ src/peft/nf4.rs).
     /work/nf4env/bin/python scripts/make_nf4_fixtures.py [OUT_DIR]   # default tests/fixtures/nf4
     /work/nf4env/bin/python scripts/make_nf4_fixtures.py --rust-dynamic-map   # print the table
 
-Needs numpy and torch (only for `torch.linspace`, which bitsandbytes' `create_dynamic_map` uses
-and whose vectorized rounding numpy does not reproduce); it writes the .safetensors file itself. If `bitsandbytes` imports
-too, the script also runs the real library (its CPU backend) on the same inputs and prints, per
-case and field, whether it agrees bit for bit (see "Comparison with real bitsandbytes" below).
+Needs numpy and torch (only for `torch.linspace`, which bitsandbytes' `create_dynamic_map`
+uses and whose vectorized rounding numpy does not reproduce); it writes the .safetensors file
+itself, byte-for-byte deterministic. If `bitsandbytes` imports too, the script also runs the
+real library (its CPU backend) on the same inputs and prints, per case and field, whether it
+agrees bit for bit (see "Comparison with real bitsandbytes" below).
 
 What is mirrored: bitsandbytes' CUDA kernels, the ones QLoRA runs with
 ------------------------------------------------------------------------
@@ -87,7 +88,6 @@ plus the 8-bit path on its own (blocksize 256) on crafted ties:
 and the tables: nf4_code F32 [16], nf4_thresholds F32 [15] (ascending, CUDA's),
 dynamic_map F32 [256].
 """
-import math
 import sys
 from fractions import Fraction
 

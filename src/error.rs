@@ -49,6 +49,8 @@ pub enum Error {
     ChatTemplate(String),
     #[error("{path}: invalid data ({reason})")]
     InvalidData { path: PathBuf, reason: String },
+    #[error("the loss is {loss} at step {step}: training stopped")]
+    NonFiniteLoss { step: usize, loss: f64 },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error(transparent)]

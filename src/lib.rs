@@ -35,6 +35,7 @@ pub mod io;
 pub mod model;
 pub mod peft;
 pub mod spectrum;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use spectrum::{ScanReport, Selection, SnrTable, SpectrumSelector, Threshold};

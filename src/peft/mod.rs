@@ -3,6 +3,7 @@
 mod adapter_file;
 mod apply;
 mod lora;
+pub mod nf4;
 
 pub use adapter_file::{load_adapter, save_adapter};
 pub use apply::add_lora;

@@ -62,8 +62,9 @@
 //! places: it uses the f32 midpoints between the NF4 codes, 1 ulp away from the CUDA
 //! thresholds for 4 of the 15; an all-zero block gets codes 7; the partial block is divided
 //! by absmax; NaN propagates into absmax; no flush-to-zero; its 8-bit search is approximate
-//! near zero and breaks ties to the lower code. On ordinary weights both agree bit for bit
-//! (see `scripts/make_nf4_fixtures.py` and `tests/fixtures/nf4/README.md`).
+//! near zero and breaks ties to the lower code. On ordinary weights its packed codes, absmax
+//! and dequantized values agree with this module bit for bit; its offset (torch's f32 mean)
+//! can be 1 ulp away (see `scripts/make_nf4_fixtures.py` and `tests/fixtures/nf4/README.md`).
 //!
 //! # Memory
 //!

@@ -1,0 +1,69 @@
+//! Global-norm gradient clipping over all trainable gradients, as PyTorch's
+//! `clip_grad_norm_` (Burn's own clipping works per tensor).
+
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::{ElementConversion, Tensor, backend::AutodiffBackend};
+
+/// `sqrt(sum over gradients of sum(g^2))`, in f64.
+pub fn global_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> f64 {
+    let mut visitor = SquaredNorm::<B> {
+        grads,
+        sum: 0.0,
+        _backend: std::marker::PhantomData,
+    };
+    module.visit(&mut visitor);
+    visitor.sum.sqrt()
+}
+
+/// Scales the gradients so that their global norm is at most `max_norm`, with PyTorch's
+/// factor `max_norm / (norm + 1e-6)` (never above 1). Returns the norm before clipping.
+pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> f64 {
+    let norm = global_grad_norm(module, grads);
+    let factor = max_norm / (norm + 1e-6);
+    if factor < 1.0 {
+        let mut visitor = Scale::<B> {
+            grads,
+            factor,
+            _backend: std::marker::PhantomData,
+        };
+        module.visit(&mut visitor);
+    }
+    norm
+}
+
+struct SquaredNorm<'a, B> {
+    grads: &'a GradientsParams,
+    sum: f64,
+    _backend: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(grad) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            let squares: f64 = grad.square().sum().into_scalar().elem();
+            self.sum += squares;
+        }
+    }
+}
+
+struct Scale<'a, B> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+    _backend: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.grads.register(param.id, grad * self.factor);
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Training: [`TrainStep`] updates only the trainable parameters of any Burn module, with
+//! gradient accumulation, global-norm clipping, AdamW and a warmup + cosine schedule.
+
+mod freeze;
+mod grad_norm;
+mod schedule;
+mod step;
+
+pub use freeze::{count_params, freeze_except, trainable_params};
+pub use grad_norm::{clip_grad_norm, global_grad_norm};
+pub use schedule::LrSchedule;
+pub use step::{MicroLoss, StepFailure, StepMetrics, TrainConfig, TrainStep};

@@ -1,0 +1,173 @@
+//! `TrainStep`: one optimizer step over micro-batches, updating only the trainable parameters.
+
+use burn::module::{AutodiffModule, ParamId};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::{ElementConversion, Tensor, backend::AutodiffBackend};
+
+use super::freeze::{freeze_except, trainable_params};
+use super::grad_norm::clip_grad_norm;
+use super::schedule::LrSchedule;
+use crate::error::Error;
+
+/// Optimizer settings: AdamW with decoupled weight decay, global-norm clipping, a schedule.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub schedule: LrSchedule,
+    pub weight_decay: f64,
+    pub beta_1: f64,
+    pub beta_2: f64,
+    pub epsilon: f64,
+    /// Clip the global gradient norm to this; `None` leaves gradients as they are.
+    pub max_grad_norm: Option<f64>,
+}
+
+impl Default for TrainConfig {
+    /// transformers' `TrainingArguments` defaults: lr 5e-5, no weight decay, betas
+    /// (0.9, 0.999), eps 1e-8, max grad norm 1.
+    fn default() -> Self {
+        TrainConfig {
+            schedule: LrSchedule::constant(5e-5),
+            weight_decay: 0.0,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-8,
+            max_grad_norm: Some(1.0),
+        }
+    }
+}
+
+/// What one step did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepMetrics {
+    /// The step's number, from 0.
+    pub step: usize,
+    /// Mean of the micro-batch losses.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub lr: f64,
+    /// Tokens the loss was computed on, over all micro-batches.
+    pub tokens: usize,
+}
+
+/// A step that did not happen: why, and the model as it was.
+pub struct StepFailure<M> {
+    pub model: M,
+    pub error: Error,
+}
+
+impl<M> std::fmt::Debug for StepFailure<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StepFailure({:?})", self.error)
+    }
+}
+
+impl<M> From<StepFailure<M>> for Error {
+    fn from(failure: StepFailure<M>) -> Self {
+        failure.error
+    }
+}
+
+/// A micro-batch's loss `[1]` and the number of tokens it was computed on.
+pub struct MicroLoss<B: AutodiffBackend> {
+    pub loss: Tensor<B, 1>,
+    pub tokens: usize,
+}
+
+/// Trains the parameters given at construction, on any Burn module.
+///
+/// Frozen parameters get `require_grad = false` (no gradient is kept for them) and their
+/// gradients are dropped by id as well, so the optimizer holds state only for trainable ones.
+pub struct TrainStep<B: AutodiffBackend, M: AutodiffModule<B>> {
+    optimizer: OptimizerAdaptor<AdamW, M, B>,
+    trainable: Vec<ParamId>,
+    config: TrainConfig,
+    step: usize,
+}
+
+impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
+    /// Freezes every parameter of `model` not in `trainable` and prepares the optimizer.
+    /// Returns the frozen model with the step.
+    pub fn new(model: M, trainable: &[ParamId], config: TrainConfig) -> (M, Self) {
+        let model = freeze_except(model, trainable);
+        let optimizer = AdamWConfig::new()
+            .with_beta_1(config.beta_1 as f32)
+            .with_beta_2(config.beta_2 as f32)
+            .with_epsilon(config.epsilon as f32)
+            .with_weight_decay(config.weight_decay as f32)
+            .init();
+        let step = TrainStep {
+            optimizer,
+            trainable: trainable_params(&model),
+            config,
+            step: 0,
+        };
+        (model, step)
+    }
+
+    /// The number of steps taken.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    /// How many parameter tensors the optimizer keeps state for.
+    pub fn optimizer_state_len(&self) -> usize {
+        self.optimizer.to_record().len()
+    }
+
+    /// One step: for each micro-batch, `loss_of` its loss, backward, gradients of the
+    /// trainable parameters accumulated (each loss weighted `1 / micro_batches`); then global
+    /// norm clipping, and AdamW at this step's learning rate.
+    ///
+    /// A non-finite loss stops the step with [`Error::NonFiniteLoss`] before anything
+    /// changes; the model comes back unchanged in the [`StepFailure`].
+    pub fn step<T>(
+        &mut self,
+        model: M,
+        micro_batches: &[T],
+        mut loss_of: impl FnMut(&M, &T) -> MicroLoss<B>,
+    ) -> std::result::Result<(M, StepMetrics), StepFailure<M>> {
+        if micro_batches.is_empty() {
+            let error = Error::InvalidArgument("a step needs at least one micro-batch".into());
+            return Err(StepFailure { model, error });
+        }
+        let weight = 1.0 / micro_batches.len() as f64;
+        let mut accumulator = GradientsAccumulator::<M>::new();
+        let (mut loss_sum, mut tokens) = (0.0, 0);
+        for batch in micro_batches {
+            let MicroLoss { loss, tokens: n } = loss_of(&model, batch);
+            let value: f64 = loss.clone().into_scalar().elem();
+            if !value.is_finite() {
+                let error = Error::NonFiniteLoss {
+                    step: self.step,
+                    loss: value,
+                };
+                return Err(StepFailure { model, error });
+            }
+            loss_sum += value;
+            tokens += n;
+            let mut grads = (loss * weight).backward();
+            accumulator.accumulate(
+                &model,
+                GradientsParams::from_params(&mut grads, &model, &self.trainable),
+            );
+        }
+        let mut grads = accumulator.grads();
+        let grad_norm = match self.config.max_grad_norm {
+            Some(max) => clip_grad_norm(&model, &mut grads, max),
+            None => super::grad_norm::global_grad_norm(&model, &grads),
+        };
+        let lr = self.config.schedule.lr(self.step);
+        let model = self.optimizer.step(lr, model, grads);
+        let metrics = StepMetrics {
+            step: self.step,
+            loss: loss_sum * weight,
+            grad_norm,
+            lr,
+            tokens,
+        };
+        self.step += 1;
+        Ok((model, metrics))
+    }
+}
