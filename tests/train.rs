@@ -1,0 +1,150 @@
+//! TrainStep on the tiny Llama: only the selected parameters change, frozen ones cost no
+//! optimizer state, the loss goes down, clipping is global, a NaN loss stops the step.
+
+mod common;
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::GradientsParams;
+use burn::tensor::{Int, Tensor, TensorData};
+use burn_spectrum::model::{LlamaForCausalLM, ids_tensor};
+use burn_spectrum::train::{
+    LrSchedule, MicroLoss, TrainConfig, TrainStep, clip_grad_norm, count_params, global_grad_norm,
+};
+use burn_spectrum::{Error, SpectrumSelector, Threshold};
+
+type B = Autodiff<Flex>;
+
+fn model() -> LlamaForCausalLM<B> {
+    LlamaForCausalLM::from_pretrained(&common::fixture("models/llama_gqa"), &Default::default()).unwrap()
+}
+
+/// Every float parameter's path and values.
+fn snapshot(model: &LlamaForCausalLM<B>) -> Vec<(String, ParamId, Vec<f32>)> {
+    struct Snap(Vec<String>, Vec<(String, ParamId, Vec<f32>)>);
+    impl ModuleVisitor<B> for Snap {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.push(name.into());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let values = param.val().into_data().convert::<f32>().into_vec::<f32>().unwrap();
+            self.1.push((self.0.join("."), param.id, values));
+        }
+    }
+    let mut snap = Snap(Vec::new(), Vec::new());
+    model.visit(&mut snap);
+    snap.1
+}
+
+struct Batch {
+    ids: Vec<Vec<u32>>,
+    labels: Vec<Vec<i64>>,
+}
+
+fn batches() -> Vec<Batch> {
+    (0..2)
+        .map(|k| {
+            let ids: Vec<Vec<u32>> = (0..2)
+                .map(|b| (0..12).map(|t| ((t * 7 + b * 31 + k * 13) % 256) as u32).collect())
+                .collect();
+            let labels = ids.iter().map(|r| r.iter().map(|&i| i as i64).collect()).collect();
+            Batch { ids, labels }
+        })
+        .collect()
+}
+
+fn lm_loss(model: &LlamaForCausalLM<B>, batch: &Batch) -> MicroLoss<B> {
+    let device = Default::default();
+    let logits = model.forward(ids_tensor(&batch.ids, &device));
+    let flat: Vec<i64> = batch.labels.iter().flatten().copied().collect();
+    let labels = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [batch.ids.len(), batch.ids[0].len()]), &device);
+    let tokens = batch.ids.len() * (batch.ids[0].len() - 1);
+    MicroLoss {
+        loss: LlamaForCausalLM::causal_lm_loss(logits, labels),
+        tokens,
+    }
+}
+
+#[test]
+fn only_selected_parameters_train_and_hold_optimizer_state() {
+    let model = model();
+    let report = SpectrumSelector::new(Threshold::Spectrum).scan_module(&model).unwrap();
+    let selection = report.select(50).unwrap();
+    let selected: Vec<ParamId> = selection.param_ids(&model).into_iter().collect();
+    assert!(!selected.is_empty());
+
+    let before = snapshot(&model);
+    let config = TrainConfig {
+        schedule: LrSchedule::constant(1e-3),
+        ..Default::default()
+    };
+    let (mut model, mut step) = TrainStep::new(model, &selected, config);
+    let (trainable, total) = count_params(&model);
+    assert!(trainable > 0 && trainable < total);
+    let data = batches();
+    let mut losses = Vec::new();
+    for _ in 0..6 {
+        let (next, metrics) = step.step(model, &data, lm_loss).unwrap();
+        model = next;
+        assert_eq!(metrics.tokens, 2 * 2 * 11);
+        losses.push(metrics.loss);
+    }
+    assert!(losses[5] < losses[0], "the loss must go down: {losses:?}");
+    // State only for the selected tensors: AdamW keeps one record per trainable parameter.
+    assert_eq!(step.optimizer_state_len(), selected.len());
+
+    let after = snapshot(&model);
+    for ((name, id, old), (_, _, new)) in before.iter().zip(&after) {
+        if selected.contains(id) {
+            assert_ne!(old, new, "{name} is selected and must change");
+        } else {
+            assert_eq!(old, new, "{name} is frozen and must stay bit-identical");
+        }
+    }
+    // Spectrum's own names are the model's: a selected projection is among them.
+    assert!(after.iter().any(|(name, id, _)| name.ends_with("_proj.weight") && selected.contains(id)));
+}
+
+#[test]
+fn clipping_uses_the_global_norm() {
+    // loss = sum(x @ W), so dL/dW = x^T @ 1: each entry of column j is sum of x's column i.
+    let device = Default::default();
+    let linear: Linear<B> = LinearConfig::new(3, 2).with_bias(false).init(&device);
+    let x = Tensor::<B, 2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]), &device);
+    let mut grads = linear.forward(x).sum().backward();
+    let mut grads = GradientsParams::from_module(&mut grads, &linear);
+    // Column sums of x: 5, 7, 9, each repeated for the 2 outputs.
+    let want = (2.0f64 * (25.0 + 49.0 + 81.0)).sqrt();
+    assert!((global_grad_norm(&linear, &grads) - want).abs() < 1e-4);
+    let before = clip_grad_norm(&linear, &mut grads, 1.0);
+    assert!((before - want).abs() < 1e-4);
+    assert!((global_grad_norm(&linear, &grads) - 1.0).abs() < 1e-5);
+    // A norm already below the limit is left alone.
+    assert!((clip_grad_norm(&linear, &mut grads, 10.0) - 1.0).abs() < 1e-5);
+    assert!((global_grad_norm(&linear, &grads) - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn a_nan_loss_stops_the_step_and_returns_the_model() {
+    let model = model();
+    let all: Vec<ParamId> = snapshot(&model).into_iter().map(|(_, id, _)| id).collect();
+    let before = snapshot(&model);
+    let (model, mut step) = TrainStep::new(model, &all, TrainConfig::default());
+    let nan_loss = |m: &LlamaForCausalLM<B>, b: &Batch| {
+        let MicroLoss { loss, tokens } = lm_loss(m, b);
+        MicroLoss {
+            loss: loss * f32::NAN,
+            tokens,
+        }
+    };
+    let failure = step.step(model, &batches(), nan_loss).unwrap_err();
+    assert!(matches!(failure.error, Error::NonFiniteLoss { step: 0, .. }), "{:?}", failure.error);
+    assert_eq!(step.steps_done(), 0);
+    assert_eq!(step.optimizer_state_len(), 0);
+    let after = snapshot(&failure.model);
+    assert!(before.iter().zip(&after).all(|(a, b)| a.2 == b.2));
+}
