@@ -17,7 +17,8 @@ use burn_spectrum::{Error, SpectrumSelector, Threshold};
 type B = Autodiff<Flex>;
 
 fn model() -> LlamaForCausalLM<B> {
-    LlamaForCausalLM::from_pretrained(&common::fixture("models/llama_gqa"), &Default::default()).unwrap()
+    LlamaForCausalLM::from_pretrained(&common::fixture("models/llama_gqa"), &Default::default())
+        .unwrap()
 }
 
 /// Every float parameter's path and values.
@@ -31,7 +32,12 @@ fn snapshot(model: &LlamaForCausalLM<B>) -> Vec<(String, ParamId, Vec<f32>)> {
             self.0.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let values = param.val().into_data().convert::<f32>().into_vec::<f32>().unwrap();
+            let values = param
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .unwrap();
             self.1.push((self.0.join("."), param.id, values));
         }
     }
@@ -49,9 +55,16 @@ fn batches() -> Vec<Batch> {
     (0..2)
         .map(|k| {
             let ids: Vec<Vec<u32>> = (0..2)
-                .map(|b| (0..12).map(|t| ((t * 7 + b * 31 + k * 13) % 256) as u32).collect())
+                .map(|b| {
+                    (0..12)
+                        .map(|t| ((t * 7 + b * 31 + k * 13) % 256) as u32)
+                        .collect()
+                })
                 .collect();
-            let labels = ids.iter().map(|r| r.iter().map(|&i| i as i64).collect()).collect();
+            let labels = ids
+                .iter()
+                .map(|r| r.iter().map(|&i| i as i64).collect())
+                .collect();
             Batch { ids, labels }
         })
         .collect()
@@ -61,7 +74,10 @@ fn lm_loss(model: &LlamaForCausalLM<B>, batch: &Batch) -> MicroLoss<B> {
     let device = Default::default();
     let logits = model.forward(ids_tensor(&batch.ids, &device));
     let flat: Vec<i64> = batch.labels.iter().flatten().copied().collect();
-    let labels = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [batch.ids.len(), batch.ids[0].len()]), &device);
+    let labels = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(flat, [batch.ids.len(), batch.ids[0].len()]),
+        &device,
+    );
     let tokens = batch.ids.len() * (batch.ids[0].len() - 1);
     MicroLoss {
         loss: LlamaForCausalLM::causal_lm_loss(logits, labels),
@@ -72,7 +88,9 @@ fn lm_loss(model: &LlamaForCausalLM<B>, batch: &Batch) -> MicroLoss<B> {
 #[test]
 fn only_selected_parameters_train_and_hold_optimizer_state() {
     let model = model();
-    let report = SpectrumSelector::new(Threshold::Spectrum).scan_module(&model).unwrap();
+    let report = SpectrumSelector::new(Threshold::Spectrum)
+        .scan_module(&model)
+        .unwrap();
     let selection = report.select(50).unwrap();
     let selected: Vec<ParamId> = selection.param_ids(&model).into_iter().collect();
     assert!(!selected.is_empty());
@@ -106,7 +124,11 @@ fn only_selected_parameters_train_and_hold_optimizer_state() {
         }
     }
     // Spectrum's own names are the model's: a selected projection is among them.
-    assert!(after.iter().any(|(name, id, _)| name.ends_with("_proj.weight") && selected.contains(id)));
+    assert!(
+        after
+            .iter()
+            .any(|(name, id, _)| name.ends_with("_proj.weight") && selected.contains(id))
+    );
 }
 
 #[test]
@@ -114,7 +136,10 @@ fn clipping_uses_the_global_norm() {
     // loss = sum(x @ W), so dL/dW = x^T @ 1: each entry of column j is sum of x's column i.
     let device = Default::default();
     let linear: Linear<B> = LinearConfig::new(3, 2).with_bias(false).init(&device);
-    let x = Tensor::<B, 2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]), &device);
+    let x = Tensor::<B, 2>::from_data(
+        TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]),
+        &device,
+    );
     let mut grads = linear.forward(x).sum().backward();
     let mut grads = GradientsParams::from_module(&mut grads, &linear);
     // Column sums of x: 5, 7, 9, each repeated for the 2 outputs.
@@ -142,9 +167,133 @@ fn a_nan_loss_stops_the_step_and_returns_the_model() {
         }
     };
     let failure = step.step(model, &batches(), nan_loss).unwrap_err();
-    assert!(matches!(failure.error, Error::NonFiniteLoss { step: 0, .. }), "{:?}", failure.error);
+    assert!(
+        matches!(failure.error, Error::NonFiniteLoss { step: 0, .. }),
+        "{:?}",
+        failure.error
+    );
     assert_eq!(step.steps_done(), 0);
     assert_eq!(step.optimizer_state_len(), 0);
     let after = snapshot(&failure.model);
     assert!(before.iter().zip(&after).all(|(a, b)| a.2 == b.2));
+}
+
+fn run_steps(
+    mut model: LlamaForCausalLM<B>,
+    step: &mut TrainStep<B, LlamaForCausalLM<B>>,
+    data: &[Batch],
+    n: usize,
+) -> (LlamaForCausalLM<B>, Vec<f64>) {
+    let mut losses = Vec::new();
+    for _ in 0..n {
+        let (next, metrics) = step.step(model, data, lm_loss).unwrap();
+        model = next;
+        losses.push(metrics.loss);
+    }
+    (model, losses)
+}
+
+fn resume_config() -> TrainConfig {
+    TrainConfig {
+        schedule: LrSchedule {
+            peak_lr: 2e-3,
+            warmup_steps: 2,
+            total_steps: 6,
+        },
+        weight_decay: 0.01,
+        max_grad_norm: Some(0.5),
+        ..Default::default()
+    }
+}
+
+fn selected_ids(model: &LlamaForCausalLM<B>) -> Vec<ParamId> {
+    let report = SpectrumSelector::new(Threshold::Spectrum)
+        .scan_module(model)
+        .unwrap();
+    report
+        .select(25)
+        .unwrap()
+        .param_ids(model)
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn six_steps_equal_three_then_resume_then_three() {
+    use burn_spectrum::data::DataPosition;
+    use burn_spectrum::train::{TrainerState, latest_checkpoint};
+    let data = batches();
+    let straight_model = model();
+    let ids = selected_ids(&straight_model);
+    let (m, mut step) = TrainStep::new(straight_model, &ids, resume_config());
+    let (_, straight) = run_steps(m, &mut step, &data, 6);
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = model();
+    let ids = selected_ids(&first);
+    let (m, mut step) = TrainStep::new(first, &ids, resume_config());
+    let (m, mut losses) = run_steps(m, &mut step, &data, 3);
+    let state = TrainerState {
+        step: step.steps_done(),
+        data_position: DataPosition::default(),
+        seed: 0,
+    };
+    let saved = step.save_checkpoint(&m, &state, dir.path()).unwrap();
+    assert_eq!(latest_checkpoint(dir.path()).unwrap(), saved);
+    drop((m, step));
+
+    // A new process would start here: the model as loaded at the start, a fresh step.
+    let again = model();
+    let ids = selected_ids(&again);
+    let (m, step) = TrainStep::new(again, &ids, resume_config());
+    let (m, mut step, restored) = step.resume(m, &saved, &Default::default()).unwrap();
+    assert_eq!(restored, state);
+    assert_eq!(step.steps_done(), 3);
+    let (_, rest) = run_steps(m, &mut step, &data, 3);
+    losses.extend(rest);
+    assert_eq!(losses, straight);
+}
+
+#[test]
+fn a_failed_step_leaves_the_last_checkpoint_intact() {
+    use burn_spectrum::data::DataPosition;
+    use burn_spectrum::train::TrainerState;
+    let dir = tempfile::tempdir().unwrap();
+    let m = model();
+    let ids = selected_ids(&m);
+    let (m, mut step) = TrainStep::new(m, &ids, resume_config());
+    let (m, _) = run_steps(m, &mut step, &batches(), 1);
+    let state = TrainerState {
+        step: 1,
+        data_position: DataPosition::default(),
+        seed: 0,
+    };
+    let saved = step.save_checkpoint(&m, &state, dir.path()).unwrap();
+    let files = |p: &std::path::Path| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files(&saved);
+    let nan = |m: &LlamaForCausalLM<B>, b: &Batch| {
+        let MicroLoss { loss, tokens } = lm_loss(m, b);
+        MicroLoss {
+            loss: loss / 0.0,
+            tokens,
+        }
+    };
+    assert!(step.step(m, &batches(), nan).is_err());
+    assert_eq!(files(&saved), before);
+    // Only the finished checkpoint is in the folder: no temporary left behind.
+    let names: Vec<String> = files(dir.path()).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["checkpoint-1"]);
 }

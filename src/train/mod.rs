@@ -1,11 +1,13 @@
 //! Training: [`TrainStep`] updates only the trainable parameters of any Burn module, with
 //! gradient accumulation, global-norm clipping, AdamW and a warmup + cosine schedule.
 
+mod checkpoint;
 mod freeze;
 mod grad_norm;
 mod schedule;
 mod step;
 
+pub use checkpoint::{TrainerState, latest_checkpoint};
 pub use freeze::{count_params, freeze_except, trainable_params};
 pub use grad_norm::{clip_grad_norm, global_grad_norm};
 pub use schedule::LrSchedule;

@@ -111,6 +111,27 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
         self.step
     }
 
+    /// The optimizer's state, for checkpoints.
+    pub(crate) fn optimizer_record(
+        &self,
+    ) -> <OptimizerAdaptor<AdamW, M, B> as Optimizer<M, B>>::Record {
+        self.optimizer.to_record()
+    }
+
+    /// This step with a restored optimizer state, `steps_done` steps into training, for
+    /// `model` whose parameters carry the checkpoint's ids.
+    pub(crate) fn with_optimizer_record(
+        mut self,
+        model: &M,
+        record: <OptimizerAdaptor<AdamW, M, B> as Optimizer<M, B>>::Record,
+        steps_done: usize,
+    ) -> Self {
+        self.optimizer = self.optimizer.load_record(record);
+        self.trainable = trainable_params(model);
+        self.step = steps_done;
+        self
+    }
+
     /// How many parameter tensors the optimizer keeps state for.
     pub fn optimizer_state_len(&self) -> usize {
         self.optimizer.to_record().len()

@@ -1,0 +1,233 @@
+//! Training checkpoints: the trainable weights (named by module path, with their `ParamId`s),
+//! the optimizer state, and where training stood, in `checkpoint-<step>/` folders that appear
+//! whole or not at all.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+use super::step::TrainStep;
+use crate::data::DataPosition;
+use crate::error::{Error, Result};
+use crate::io::{StoredTensor, write_atomic, write_json, write_safetensors};
+use crate::spectrum::checkpoint::Checkpoint;
+
+const WEIGHTS: &str = "trainable.safetensors";
+const OPTIMIZER: &str = "optimizer.mpk";
+const STATE: &str = "trainer_state.json";
+
+/// Where training stood when a checkpoint was written, besides weights and optimizer state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Steps done.
+    pub step: usize,
+    /// The next batch of the data stream.
+    pub data_position: DataPosition,
+    /// The run's seed (data order and any sampling derive from it).
+    pub seed: u64,
+}
+
+type Bytes = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
+    /// Writes `checkpoint-<step>/` under `dir`: built in a hidden temporary folder and renamed,
+    /// so a crash leaves the previous checkpoints as they were. Returns its path.
+    pub fn save_checkpoint(&self, model: &M, state: &TrainerState, dir: &Path) -> Result<PathBuf> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let name = format!("checkpoint-{}", state.step);
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}-"))
+            .tempdir_in(dir)
+            .map_err(|e| Error::io(dir, e))?;
+        let (tensors, ids) = trainable_tensors(model);
+        let ids_json = serde_json::to_value(&ids).expect("a map of ids serializes");
+        let weights = tmp.path().join(WEIGHTS);
+        write_safetensors(&weights, &tensors).map_err(|e| Error::io(&weights, e))?;
+        write_json(&tmp.path().join("param_ids.json"), &ids_json)
+            .map_err(|e| Error::io(tmp.path(), e))?;
+        let optimizer = Recorder::<B>::record(&Bytes::default(), self.optimizer_record(), ())
+            .map_err(|e| Error::InvalidArgument(format!("optimizer state: {e}")))?;
+        write_atomic(&tmp.path().join(OPTIMIZER), &optimizer)?;
+        let state_json = serde_json::to_value(state).expect("the state serializes");
+        write_json(&tmp.path().join(STATE), &state_json).map_err(|e| Error::io(tmp.path(), e))?;
+        let target = dir.join(&name);
+        if target.exists() {
+            std::fs::remove_dir_all(&target).map_err(|e| Error::io(&target, e))?;
+        }
+        let kept = tmp.keep();
+        std::fs::rename(&kept, &target).map_err(|e| Error::io(&target, e))?;
+        Ok(target)
+    }
+
+    /// Restores a checkpoint folder onto `model` (loaded as when the run began) and this step,
+    /// so that training continues exactly where it stopped.
+    pub fn resume(
+        mut self,
+        model: M,
+        checkpoint: &Path,
+        device: &B::Device,
+    ) -> Result<(M, Self, TrainerState)> {
+        let state: TrainerState = read_json(&checkpoint.join(STATE))?;
+        let ids: HashMap<String, u64> = read_json(&checkpoint.join("param_ids.json"))?;
+        let model = restore_trainable(model, &checkpoint.join(WEIGHTS), &ids, device)?;
+        let path = checkpoint.join(OPTIMIZER);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let record = Recorder::<B>::load(&Bytes::default(), bytes, device).map_err(|e| {
+            Error::InvalidSafetensors {
+                path: path.clone(),
+                reason: format!("not an optimizer state: {e}"),
+            }
+        })?;
+        self = self.with_optimizer_record(&model, record, state.step);
+        Ok((model, self, state))
+    }
+}
+
+/// The newest complete `checkpoint-<step>` folder in `dir`, if any.
+pub fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step: usize = name.strip_prefix("checkpoint-")?.parse().ok()?;
+            Some((step, e.path()))
+        })
+        .max_by_key(|(step, _)| *step)
+        .map(|(_, path)| path)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::InvalidConfig {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// The trainable parameters as f32 tensors named by path, and their ids.
+fn trainable_tensors<B: Backend, M: burn::module::Module<B>>(
+    model: &M,
+) -> (Vec<(String, StoredTensor)>, HashMap<String, u64>) {
+    let mut collector = Collector {
+        path: Vec::new(),
+        tensors: Vec::new(),
+        ids: HashMap::new(),
+    };
+    model.visit(&mut collector);
+    (collector.tensors, collector.ids)
+}
+
+struct Collector {
+    path: Vec<String>,
+    tensors: Vec<(String, StoredTensor)>,
+    ids: HashMap<String, u64>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Collector {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_owned());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if !param.is_require_grad() {
+            return;
+        }
+        let name = self.path.join(".");
+        let tensor = param.val();
+        let shape = tensor.dims().to_vec();
+        let values = tensor
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("f32");
+        self.ids.insert(name.clone(), param.id.val());
+        self.tensors
+            .push((name, StoredTensor::from_f32(shape, &values)));
+    }
+}
+
+/// Puts the saved values and ids back on the trainable parameters, by path.
+fn restore_trainable<B: Backend, M: burn::module::Module<B>>(
+    model: M,
+    weights: &Path,
+    ids: &HashMap<String, u64>,
+    device: &B::Device,
+) -> Result<M> {
+    let checkpoint = Checkpoint::open(weights)?;
+    let mut values = HashMap::new();
+    for entry in checkpoint.tensors() {
+        values.insert(
+            entry.name.clone(),
+            (entry.shape.clone(), checkpoint.read_f32(entry)?),
+        );
+    }
+    let mut restorer = Restorer {
+        path: Vec::new(),
+        values,
+        ids,
+        device: device.clone(),
+        problems: Vec::new(),
+    };
+    let model = model.map(&mut restorer);
+    let mut problems = restorer.problems;
+    problems.extend(
+        restorer
+            .values
+            .keys()
+            .map(|k| format!("{k}: no such trainable parameter")),
+    );
+    if !problems.is_empty() {
+        problems.sort();
+        return Err(Error::InvalidSafetensors {
+            path: weights.to_path_buf(),
+            reason: problems.join("; "),
+        });
+    }
+    Ok(model)
+}
+
+struct Restorer<'a, B: Backend> {
+    path: Vec<String>,
+    values: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    ids: &'a HashMap<String, u64>,
+    device: B::Device,
+    problems: Vec<String>,
+}
+
+impl<B: Backend> ModuleMapper<B> for Restorer<'_, B> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_owned());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        if !param.is_require_grad() {
+            return param;
+        }
+        let name = self.path.join(".");
+        let Some((shape, values)) = self.values.remove(&name) else {
+            self.problems
+                .push(format!("{name}: trainable but not in the checkpoint"));
+            return param;
+        };
+        if shape != param.dims() {
+            self.problems.push(format!(
+                "{name}: shape {shape:?}, the model has {:?}",
+                param.dims()
+            ));
+            return param;
+        }
+        let id = self.ids.get(&name).map_or(param.id, |&v| ParamId::from(v));
+        let tensor = Tensor::<B, D>::from_data(TensorData::new(values, shape), &self.device);
+        Param::initialized(id, tensor.require_grad())
+    }
+}
