@@ -123,7 +123,7 @@ fn merging_equals_peft_merge_and_unload() {
             .projections_mut()
             .into_iter()
             .map(|(path, p)| {
-                let w = p.weight.val();
+                let w = p.base_weight();
                 let [rows, cols] = w.dims();
                 // Back to PyTorch's [out, in] to compare with PEFT's weight.
                 (path, values(w.transpose().reshape([cols * rows])))

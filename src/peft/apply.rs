@@ -3,7 +3,8 @@
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 
-use super::lora::{LoraAdapter, LoraConfig};
+use super::lora::{LoraAdapter, LoraConfig, TargetModules};
+use crate::error::Result;
 use crate::model::LlamaForCausalLM;
 
 /// Adds a fresh adapter (A random, B zero) to every projection `config.target_modules`
@@ -25,4 +26,20 @@ pub fn add_lora<B: Backend>(
         }
     }
     (model, targeted)
+}
+
+/// Quantizes to NF4 (with double quantization) the base weight of every projection `targets`
+/// selects, as QLoRA does before adding adapters. Returns the paths quantized.
+pub fn quantize_nf4<B: Backend>(
+    model: &mut LlamaForCausalLM<B>,
+    targets: &TargetModules,
+) -> Result<Vec<String>> {
+    let mut quantized = Vec::new();
+    for (path, projection) in model.projections_mut() {
+        if targets.matches(&path) {
+            projection.quantize_nf4()?;
+            quantized.push(path);
+        }
+    }
+    Ok(quantized)
 }

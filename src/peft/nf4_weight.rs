@@ -1,0 +1,137 @@
+//! An NF4-quantized base weight on any Burn backend: codes packed 8 per 32-bit integer (GPU
+//! backends have no `u8` tensors), double-quantized scales, dequantized on the fly.
+
+use burn::module::Module;
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData, backend::Backend};
+
+use super::nf4::{self, Absmax, NF4_BLOCK, NF4_CODE, Nf4Tensor};
+use crate::error::{Error, Result};
+
+/// A frozen `[out, in]` weight stored as NF4 with double quantization: about 0.52 byte per
+/// value. Its tensors are constants, not parameters: nothing trains them.
+#[derive(Module, Debug)]
+pub struct Nf4Weight<B: Backend> {
+    /// `[ceil(n / 8)]` words of 8 codes (layout of [`Nf4Tensor::packed_u32`], as i32 bits).
+    codes: Tensor<B, 1, Int>,
+    /// `[ceil(blocks / 4)]` words of 4 absmax codes, one byte each (little-endian).
+    absmax_codes: Tensor<B, 1, Int>,
+    /// `[ceil(blocks / 256)]` scales of the absmax codes.
+    absmax_scales: Tensor<B, 1>,
+    offset: f64,
+    /// `[out, in]`
+    shape: [usize; 2],
+}
+
+/// The bit offsets of the 8 codes of a word, in value order.
+const CODE_SHIFTS: [i64; 8] = [4, 0, 12, 8, 20, 16, 28, 24];
+
+impl<B: Backend> Nf4Weight<B> {
+    /// Quantizes a PyTorch-layout `[out, in]` weight (row-major values) as bitsandbytes does,
+    /// with double quantization. `out * in` must be a multiple of 64 (one NF4 block), as it is
+    /// for every projection of the models we load.
+    pub fn quantize(values: &[f32], [out, inp]: [usize; 2], device: &B::Device) -> Result<Self> {
+        if values.len() % NF4_BLOCK != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "NF4 needs whole blocks of {NF4_BLOCK} values; [{out}, {inp}] has {}",
+                values.len()
+            )));
+        }
+        let tensor = nf4::quantize(values, [out, inp], true)
+            .map_err(|e| Error::InvalidArgument(format!("NF4: {e}")))?;
+        Self::from_nf4(&tensor, device)
+    }
+
+    /// From a quantized tensor with double-quantized scales.
+    pub fn from_nf4(tensor: &Nf4Tensor, device: &B::Device) -> Result<Self> {
+        let Absmax::Double(double) = &tensor.absmax else {
+            return Err(Error::InvalidArgument(
+                "Nf4Weight stores double-quantized scales".into(),
+            ));
+        };
+        if tensor.numel() % NF4_BLOCK != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "NF4 needs whole blocks of {NF4_BLOCK} values"
+            )));
+        }
+        let words: Vec<i32> = tensor.packed_u32().into_iter().map(|w| w as i32).collect();
+        let absmax_words: Vec<i32> = double
+            .codes
+            .chunks(4)
+            .map(|c| {
+                let mut b = [0u8; 4];
+                b[..c.len()].copy_from_slice(c);
+                i32::from_le_bytes(b)
+            })
+            .collect();
+        let int = |v: Vec<i32>| {
+            let n = v.len();
+            Tensor::<B, 1, Int>::from_data(TensorData::new(v, [n]), device)
+        };
+        let scales = double.scales.clone();
+        let n_scales = scales.len();
+        Ok(Nf4Weight {
+            codes: int(words),
+            absmax_codes: int(absmax_words),
+            absmax_scales: Tensor::from_data(TensorData::new(scales, [n_scales]), device),
+            offset: double.offset as f64,
+            shape: tensor.shape,
+        })
+    }
+
+    /// `[out, in]`
+    pub fn shape(&self) -> [usize; 2] {
+        self.shape
+    }
+
+    /// Bytes held by the quantized tensors (4 per stored integer or float).
+    pub fn storage_bytes(&self) -> usize {
+        4 * (self.codes.dims()[0] + self.absmax_codes.dims()[0] + self.absmax_scales.dims()[0])
+    }
+
+    /// The weight in Burn's `[in, out]` layout, in the float type; a transient tensor.
+    pub fn dequantize(&self) -> Tensor<B, 2> {
+        let [out, inp] = self.shape;
+        let n = out * inp;
+        let blocks = n / NF4_BLOCK;
+        let device = self.codes.device();
+        let codes = unpack(self.codes.clone(), &CODE_SHIFTS, 0xF).narrow(0, 0, n);
+        let codebook = Tensor::<B, 1>::from_data(TensorData::new(NF4_CODE.to_vec(), [16]), &device);
+        let values = codebook.select(0, codes).reshape([blocks, NF4_BLOCK]);
+        let absmax = self.absmax().reshape([blocks, 1]);
+        (values * absmax).reshape([out, inp]).transpose()
+    }
+
+    /// The per-block absmax: `dynamic_map[code] * scale[block / 256] + offset`, `[blocks]`.
+    fn absmax(&self) -> Tensor<B, 1> {
+        let [out, inp] = self.shape;
+        let blocks = out * inp / NF4_BLOCK;
+        let device = self.codes.device();
+        let codes = unpack(self.absmax_codes.clone(), &[0, 8, 16, 24], 0xFF).narrow(0, 0, blocks);
+        let map = Tensor::<B, 1>::from_data(
+            TensorData::new(nf4::dynamic_map_signed().to_vec(), [256]),
+            &device,
+        );
+        let scale_index: Vec<i32> = (0..blocks)
+            .map(|b| (b / nf4::ABSMAX_BLOCK) as i32)
+            .collect();
+        let scale_index =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(scale_index, [blocks]), &device);
+        let scales = self.absmax_scales.clone().select(0, scale_index);
+        map.select(0, codes) * scales + self.offset
+    }
+}
+
+/// `[words] -> [words * shifts.len()]`: field `j` of word `w` is `(w >> shifts[j]) & mask`.
+fn unpack<B: Backend>(words: Tensor<B, 1, Int>, shifts: &[i64], mask: i64) -> Tensor<B, 1, Int> {
+    let n = words.dims()[0];
+    let fields: Vec<Tensor<B, 1, Int>> = shifts
+        .iter()
+        .map(|&s| {
+            words
+                .clone()
+                .bitwise_right_shift_scalar(s.elem())
+                .bitwise_and_scalar(mask.elem())
+        })
+        .collect();
+    Tensor::stack::<2>(fields, 1).reshape([n * shifts.len()])
+}
