@@ -11,6 +11,8 @@ pub enum TargetModules {
     AllLinear,
     /// Projections whose last name component is one of these (`q_proj`, `down_proj`, ...).
     Names(Vec<String>),
+    /// These module paths exactly (`model.layers.3.mlp.down_proj`, ...).
+    Paths(Vec<String>),
 }
 
 impl TargetModules {
@@ -20,6 +22,7 @@ impl TargetModules {
         match self {
             TargetModules::AllLinear => last != "lm_head",
             TargetModules::Names(names) => names.iter().any(|n| n == last),
+            TargetModules::Paths(paths) => paths.iter().any(|p| p == path),
         }
     }
 }

@@ -30,7 +30,7 @@ impl<B: Backend> Nf4Weight<B> {
     /// with double quantization. `out * in` must be a multiple of 64 (one NF4 block), as it is
     /// for every projection of the models we load.
     pub fn quantize(values: &[f32], [out, inp]: [usize; 2], device: &B::Device) -> Result<Self> {
-        if values.len() % NF4_BLOCK != 0 {
+        if !values.len().is_multiple_of(NF4_BLOCK) {
             return Err(Error::InvalidArgument(format!(
                 "NF4 needs whole blocks of {NF4_BLOCK} values; [{out}, {inp}] has {}",
                 values.len()
@@ -48,7 +48,7 @@ impl<B: Backend> Nf4Weight<B> {
                 "Nf4Weight stores double-quantized scales".into(),
             ));
         };
-        if tensor.numel() % NF4_BLOCK != 0 {
+        if !tensor.numel().is_multiple_of(NF4_BLOCK) {
             return Err(Error::InvalidArgument(format!(
                 "NF4 needs whole blocks of {NF4_BLOCK} values"
             )));

@@ -1,0 +1,83 @@
+//! What a prepared model costs in memory, by kind: weights, gradients, optimizer state.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::model::LlamaForCausalLM;
+
+/// Parameter counts and bytes of one prepared model under AdamW.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryReport {
+    pub trainable_params: usize,
+    pub total_params: usize,
+    /// Float parameters at their element size, plus NF4-packed bases.
+    pub weight_bytes: usize,
+    /// One gradient per trainable value.
+    pub grad_bytes: usize,
+    /// AdamW's two moments per trainable value.
+    pub optimizer_bytes: usize,
+}
+
+impl MemoryReport {
+    /// Counts `model`'s parameters (the ones with `require_grad` are the trainable ones).
+    pub fn of<B: Backend>(model: &LlamaForCausalLM<B>) -> Self {
+        let mut counter = Counter::default();
+        model.visit(&mut counter);
+        let nf4_bytes: usize = nf4_bases(model).iter().map(|(bytes, _)| bytes).sum();
+        let nf4_params: usize = nf4_bases(model).iter().map(|(_, n)| n).sum();
+        MemoryReport {
+            trainable_params: counter.trainable,
+            total_params: counter.total + nf4_params,
+            weight_bytes: counter.bytes + nf4_bytes,
+            grad_bytes: counter.trainable_bytes,
+            optimizer_bytes: 2 * counter.trainable_bytes,
+        }
+    }
+
+    /// Weights, gradients and optimizer state together.
+    pub fn total_bytes(&self) -> usize {
+        self.weight_bytes + self.grad_bytes + self.optimizer_bytes
+    }
+}
+
+/// `(storage bytes, values)` of each NF4 base weight.
+fn nf4_bases<B: Backend>(model: &LlamaForCausalLM<B>) -> Vec<(usize, usize)> {
+    let layers = model.model.layers.iter().flat_map(|l| {
+        let (a, m) = (&l.self_attn, &l.mlp);
+        [
+            &a.q_proj,
+            &a.k_proj,
+            &a.v_proj,
+            &a.o_proj,
+            &m.gate_proj,
+            &m.up_proj,
+            &m.down_proj,
+        ]
+    });
+    layers
+        .chain(model.lm_head.as_ref())
+        .filter_map(|p| p.nf4.as_ref())
+        .map(|w| (w.storage_bytes(), w.shape()[0] * w.shape()[1]))
+        .collect()
+}
+
+#[derive(Default)]
+struct Counter {
+    trainable: usize,
+    total: usize,
+    bytes: usize,
+    trainable_bytes: usize,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Counter {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let n = param.shape().num_elements();
+        let size = param.val().dtype().size();
+        self.total += n;
+        self.bytes += n * size;
+        if param.is_require_grad() {
+            self.trainable += n;
+            self.trainable_bytes += n * size;
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The fine-tuning methods compared in the Spectrum paper, each preparing a loaded model:
+//! what is trainable, what is frozen, what is quantized.
+
+use std::path::PathBuf;
+
+use burn::module::ParamId;
+use burn::tensor::backend::AutodiffBackend;
+
+use super::freeze::{freeze_except, trainable_params};
+use crate::error::Result;
+use crate::model::LlamaForCausalLM;
+use crate::peft::{LoraConfig, TargetModules, add_lora, quantize_nf4};
+use crate::spectrum::{Selection, SpectrumSelector, Threshold};
+
+/// Where a Spectrum selection comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SpectrumSource {
+    /// Scan the model and keep the top `k`% of each module type (spectrum.py's rule).
+    TopPercent(u32),
+    /// An unfrozen-parameters YAML written by spectrum.py, `spectrum scan` or for axolotl.
+    Yaml(PathBuf),
+}
+
+impl Default for SpectrumSource {
+    /// The paper's Spectrum-25.
+    fn default() -> Self {
+        SpectrumSource::TopPercent(25)
+    }
+}
+
+/// How to fine-tune.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Method {
+    /// Every parameter trains.
+    Full,
+    /// The selected weights train (with `lm_head` and `model.embed_tokens`, as spectrum.py's
+    /// YAML lists them); everything else is frozen.
+    Spectrum(SpectrumSource),
+    /// LoRA adapters over the frozen model.
+    Lora(LoraConfig),
+    /// LoRA adapters over a frozen NF4 base (every targeted projection quantized).
+    QLora(LoraConfig),
+    /// QLoRA with adapters only on the Spectrum-selected projections.
+    SpectrumQLora(SpectrumSource, LoraConfig),
+}
+
+/// A model made ready for a method, with the parameters its [`TrainStep`](super::TrainStep)
+/// should train.
+pub struct Prepared<B: AutodiffBackend> {
+    pub model: LlamaForCausalLM<B>,
+    pub trainable: Vec<ParamId>,
+}
+
+impl Method {
+    /// A short name for reports: `full`, `spectrum-25`, `lora`, `qlora`, `spectrum-25-qlora`.
+    pub fn name(&self) -> String {
+        let source = |s: &SpectrumSource| match s {
+            SpectrumSource::TopPercent(k) => format!("spectrum-{k}"),
+            SpectrumSource::Yaml(_) => "spectrum-yaml".to_string(),
+        };
+        match self {
+            Method::Full => "full".into(),
+            Method::Spectrum(s) => source(s),
+            Method::Lora(_) => "lora".into(),
+            Method::QLora(_) => "qlora".into(),
+            Method::SpectrumQLora(s, _) => format!("{}-qlora", source(s)),
+        }
+    }
+
+    /// Freezes, quantizes and adds adapters as the method says.
+    pub fn prepare<B: AutodiffBackend>(
+        &self,
+        model: LlamaForCausalLM<B>,
+        device: &B::Device,
+    ) -> Result<Prepared<B>> {
+        let (model, trainable) = match self {
+            Method::Full => {
+                let trainable = trainable_params(&model);
+                (model, trainable)
+            }
+            Method::Spectrum(source) => {
+                let trainable = selection(source, &model)?
+                    .param_ids(&model)
+                    .into_iter()
+                    .collect();
+                (model, trainable)
+            }
+            Method::Lora(config) => {
+                let (model, _) = add_lora(model, config, device);
+                let trainable = trainable_params(&model);
+                (model, trainable)
+            }
+            Method::QLora(config) => {
+                let mut model = model;
+                quantize_nf4(&mut model, &config.target_modules)?;
+                let (model, _) = add_lora(model, config, device);
+                let trainable = trainable_params(&model);
+                (model, trainable)
+            }
+            Method::SpectrumQLora(source, config) => {
+                let selection = selection(source, &model)?;
+                let mut model = model;
+                let selected: Vec<String> = model
+                    .projections_mut()
+                    .into_iter()
+                    .map(|(path, _)| path)
+                    .filter(|path| {
+                        path != "lm_head" && selection.is_selected(&format!("{path}.weight"))
+                    })
+                    .collect();
+                quantize_nf4(&mut model, &TargetModules::AllLinear)?;
+                let config = LoraConfig {
+                    target_modules: TargetModules::Paths(selected),
+                    ..config.clone()
+                };
+                let (model, _) = add_lora(model, &config, device);
+                let trainable = trainable_params(&model);
+                (model, trainable)
+            }
+        };
+        Ok(Prepared {
+            model: freeze_except(model, &trainable),
+            trainable,
+        })
+    }
+}
+
+fn selection<B: AutodiffBackend>(
+    source: &SpectrumSource,
+    model: &LlamaForCausalLM<B>,
+) -> Result<Selection> {
+    match source {
+        SpectrumSource::TopPercent(k) => SpectrumSelector::new(Threshold::Spectrum)
+            .scan_module(model)?
+            .select(*k),
+        SpectrumSource::Yaml(path) => Selection::read_yaml(path),
+    }
+}
