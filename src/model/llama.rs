@@ -107,24 +107,30 @@ impl<B: Backend> LlamaForCausalLM<B> {
         all
     }
 
+    /// Every linear projection with its module path, read-only (see
+    /// [`LlamaForCausalLM::projections_mut`]).
+    pub fn projections(&self) -> Vec<(String, &Projection<B>)> {
+        let mut all = Vec::new();
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let (attn, mlp) = (&layer.self_attn, &layer.mlp);
+            let p = format!("model.layers.{i}");
+            all.push((format!("{p}.self_attn.q_proj"), &attn.q_proj));
+            all.push((format!("{p}.self_attn.k_proj"), &attn.k_proj));
+            all.push((format!("{p}.self_attn.v_proj"), &attn.v_proj));
+            all.push((format!("{p}.self_attn.o_proj"), &attn.o_proj));
+            all.push((format!("{p}.mlp.gate_proj"), &mlp.gate_proj));
+            all.push((format!("{p}.mlp.up_proj"), &mlp.up_proj));
+            all.push((format!("{p}.mlp.down_proj"), &mlp.down_proj));
+        }
+        if let Some(head) = self.lm_head.as_ref() {
+            all.push(("lm_head".to_string(), head));
+        }
+        all
+    }
+
     /// Whether any projection carries a LoRA adapter.
     pub fn has_lora(&self) -> bool {
-        let layers = self.model.layers.iter().any(|l| {
-            let a = &l.self_attn;
-            let m = &l.mlp;
-            [
-                &a.q_proj,
-                &a.k_proj,
-                &a.v_proj,
-                &a.o_proj,
-                &m.gate_proj,
-                &m.up_proj,
-                &m.down_proj,
-            ]
-            .iter()
-            .any(|p| p.lora.is_some())
-        });
-        layers || self.lm_head.as_ref().is_some_and(|h| h.lora.is_some())
+        self.projections().iter().any(|(_, p)| p.lora.is_some())
     }
 
     /// Folds every LoRA adapter into its base weight (`W + scaling * A @ B`).

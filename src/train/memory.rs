@@ -23,8 +23,9 @@ impl MemoryReport {
     pub fn of<B: Backend>(model: &LlamaForCausalLM<B>) -> Self {
         let mut counter = Counter::default();
         model.visit(&mut counter);
-        let nf4_bytes: usize = nf4_bases(model).iter().map(|(bytes, _)| bytes).sum();
-        let nf4_params: usize = nf4_bases(model).iter().map(|(_, n)| n).sum();
+        let nf4 = nf4_bases(model);
+        let nf4_bytes: usize = nf4.iter().map(|(bytes, _)| bytes).sum();
+        let nf4_params: usize = nf4.iter().map(|(_, n)| n).sum();
         MemoryReport {
             trainable_params: counter.trainable,
             total_params: counter.total + nf4_params,
@@ -42,21 +43,10 @@ impl MemoryReport {
 
 /// `(storage bytes, values)` of each NF4 base weight.
 fn nf4_bases<B: Backend>(model: &LlamaForCausalLM<B>) -> Vec<(usize, usize)> {
-    let layers = model.model.layers.iter().flat_map(|l| {
-        let (a, m) = (&l.self_attn, &l.mlp);
-        [
-            &a.q_proj,
-            &a.k_proj,
-            &a.v_proj,
-            &a.o_proj,
-            &m.gate_proj,
-            &m.up_proj,
-            &m.down_proj,
-        ]
-    });
-    layers
-        .chain(model.lm_head.as_ref())
-        .filter_map(|p| p.nf4.as_ref())
+    model
+        .projections()
+        .into_iter()
+        .filter_map(|(_, p)| p.nf4.as_ref())
         .map(|w| (w.storage_bytes(), w.shape()[0] * w.shape()[1]))
         .collect()
 }
