@@ -238,3 +238,79 @@ fn unsupported_adapter_entries_are_named() {
         "{err}"
     );
 }
+
+#[test]
+fn merged_export_is_a_complete_folder_with_peft_merged_logits() {
+    let expected = Expected::read("all_linear");
+    let base_dir = tempfile::tempdir().unwrap();
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(
+            common::fixture("models/llama_gqa").join(name),
+            base_dir.path().join(name),
+        )
+        .unwrap();
+    }
+    std::fs::write(base_dir.path().join("tokenizer.json"), b"{\"stand-in\": 1}").unwrap();
+    std::fs::write(
+        base_dir.path().join("generation_config.json"),
+        b"{\"eos_token_id\": 2}",
+    )
+    .unwrap();
+
+    let mut model =
+        LlamaForCausalLM::<B>::from_pretrained(base_dir.path(), &Default::default()).unwrap();
+    load_adapter(
+        &mut model,
+        &case("all_linear").join("adapter"),
+        &Default::default(),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    model.export_merged(base_dir.path(), out.path()).unwrap();
+    for name in ["tokenizer.json", "generation_config.json"] {
+        assert_eq!(
+            std::fs::read(out.path().join(name)).unwrap(),
+            std::fs::read(base_dir.path().join(name)).unwrap()
+        );
+    }
+    let exported = LlamaForCausalLM::<B>::from_pretrained(out.path(), &Default::default()).unwrap();
+    let diff = max_diff(
+        &logits(&exported, &expected),
+        &expected.floats("merged_logits"),
+    );
+    assert!(
+        diff < 1e-4,
+        "exported logits differ from PEFT's merge by {diff}"
+    );
+    if let Ok(keep) = std::env::var("SPECTRUM_SAVE_DIR") {
+        exported
+            .save_pretrained(&std::path::Path::new(&keep).join("merged_all_linear"))
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_qlora_model_exports_dense_with_its_own_logits() {
+    use burn_spectrum::peft::quantize_nf4;
+    let expected = Expected::read("all_linear");
+    let mut model = base();
+    quantize_nf4(&mut model, &TargetModules::AllLinear).unwrap();
+    load_adapter(
+        &mut model,
+        &case("all_linear").join("adapter"),
+        &Default::default(),
+    )
+    .unwrap();
+    let ours = logits(&model, &expected);
+    assert!(matches!(
+        model.save_pretrained(tempfile::tempdir().unwrap().path()),
+        Err(Error::InvalidArgument(_))
+    ));
+    let out = tempfile::tempdir().unwrap();
+    model
+        .export_merged(&common::fixture("models/llama_gqa"), out.path())
+        .unwrap();
+    let exported = LlamaForCausalLM::<B>::from_pretrained(out.path(), &Default::default()).unwrap();
+    let diff = max_diff(&logits(&exported, &expected), &ours);
+    assert!(diff < 1e-4, "{diff}");
+}

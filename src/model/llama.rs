@@ -141,6 +141,15 @@ impl<B: Backend> LlamaForCausalLM<B> {
         self
     }
 
+    /// Adapters merged and NF4 bases dequantized: a plain model that
+    /// [`LlamaForCausalLM::save_pretrained`] writes and transformers loads.
+    pub fn into_dense(mut self) -> Self {
+        for (_, projection) in self.projections_mut() {
+            projection.make_dense();
+        }
+        self
+    }
+
     /// Logits of every position, without padding.
     ///
     /// # Shapes

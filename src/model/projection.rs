@@ -101,6 +101,15 @@ impl<B: Backend> Projection<B> {
         }
     }
 
+    /// A dense base weight: folds the adapter in (see [`Projection::merge`]) and dequantizes an
+    /// NF4 base, so that the projection can be saved as a plain checkpoint.
+    pub fn make_dense(&mut self) {
+        self.merge();
+        if let Some(nf4) = self.nf4.take() {
+            self.weight = Some(Param::from_tensor(nf4.dequantize()));
+        }
+    }
+
     /// Folds the adapter, if any, into a dense weight (`W + scaling * A @ B`, an NF4 base
     /// dequantized first) and drops it.
     pub fn merge(&mut self) {

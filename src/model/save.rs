@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use super::linear::transpose;
 use super::llama::LlamaForCausalLM;
 use crate::error::{Error, Result};
-use crate::io::{StoredTensor, write_json, write_safetensors};
+use crate::io::{StoredTensor, write_atomic, write_json, write_safetensors};
 use crate::spectrum::checkpoint::INDEX_FILE;
 
 impl<B: Backend> LlamaForCausalLM<B> {
@@ -22,9 +22,11 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// A model with LoRA adapters is refused: merge them first ([`LlamaForCausalLM::merge_lora`])
     /// or save them apart ([`crate::peft::save_adapter`]).
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
-        if self.has_lora() {
+        let quantized = self.projections().iter().any(|(_, p)| p.nf4.is_some());
+        if self.has_lora() || quantized {
             return Err(Error::InvalidArgument(
-                "the model has LoRA adapters: merge them (merge_lora) or save them with save_adapter"
+                "the model has LoRA adapters or NF4 weights: make it dense first (into_dense) \
+                 or save the adapters with save_adapter"
                     .into(),
             ));
         }
@@ -39,6 +41,33 @@ impl<B: Backend> LlamaForCausalLM<B> {
         let index = dir.join(INDEX_FILE);
         if index.exists() {
             std::fs::remove_file(&index).map_err(|e| Error::io(&index, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The files besides the weights that make a Hugging Face folder usable: tokenizer and
+/// generation settings.
+pub const COMPANION_FILES: [&str; 5] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+];
+
+impl<B: Backend> LlamaForCausalLM<B> {
+    /// The fine-tuned model as a complete Hugging Face folder: adapters merged, NF4 bases
+    /// dequantized, `config.json` + `model.safetensors`, and the tokenizer and generation files
+    /// copied from `base_dir` (those it has). Every file is written atomically.
+    pub fn export_merged(self, base_dir: &Path, out_dir: &Path) -> Result<()> {
+        self.into_dense().save_pretrained(out_dir)?;
+        for name in COMPANION_FILES {
+            let source = base_dir.join(name);
+            if source.exists() {
+                let bytes = std::fs::read(&source).map_err(|e| Error::io(&source, e))?;
+                write_atomic(&out_dir.join(name), &bytes)?;
+            }
         }
         Ok(())
     }
