@@ -297,3 +297,72 @@ fn a_failed_step_leaves_the_last_checkpoint_intact() {
     let names: Vec<String> = files(dir.path()).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["checkpoint-1"]);
 }
+
+#[test]
+fn the_loop_checkpoints_and_a_resumed_run_continues_the_same_stream() {
+    use burn_spectrum::data::{Batch as DataBatch, Batches, Example};
+    use burn_spectrum::train::{TrainerOptions, latest_checkpoint, train};
+    let examples: Vec<Example> = (0..10)
+        .map(|k| {
+            let ids: Vec<u32> = (0..(8 + k % 3))
+                .map(|t| ((t * 5 + k * 17) % 256) as u32)
+                .collect();
+            let labels = ids.iter().map(|&i| i as i64).collect();
+            Example { ids, labels }
+        })
+        .collect();
+    let device = Default::default();
+    let loss_of = |m: &LlamaForCausalLM<B>, b: &DataBatch| {
+        let (rows, seq) = (b.ids.len(), b.ids[0].len());
+        let logits = m.forward_masked(ids_tensor(&b.ids, &device), Some(&b.attention_mask));
+        let flat: Vec<i64> = b.labels.iter().flatten().copied().collect();
+        MicroLoss {
+            loss: LlamaForCausalLM::causal_lm_loss(
+                logits,
+                Tensor::from_data(TensorData::new(flat, [rows, seq]), &device),
+            ),
+            tokens: b.target_tokens(),
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let options = TrainerOptions {
+        steps: 6,
+        accumulation: 2,
+        checkpoint_every: Some(2),
+        checkpoint_dir: dir.path().to_path_buf(),
+        seed: 9,
+        progress: false,
+    };
+    let m = model();
+    let ids = selected_ids(&m);
+    let (m, mut step) = TrainStep::new(m, &ids, resume_config());
+    let mut batches = Batches::new(&examples, 3, 0, options.seed).unwrap();
+    let (_, straight) = train(m, &mut step, &mut batches, loss_of, &options).unwrap();
+    assert_eq!(straight.metrics.len(), 6);
+    let names: Vec<String> = straight
+        .checkpoints
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["checkpoint-2", "checkpoint-4", "checkpoint-6"]);
+    assert_eq!(
+        latest_checkpoint(dir.path()).unwrap(),
+        straight.checkpoints[2]
+    );
+
+    // Resume from step 4 as a new run would: fresh model, fresh step, the saved data position.
+    let m = model();
+    let ids = selected_ids(&m);
+    let (m, step) = TrainStep::new(m, &ids, resume_config());
+    let (m, mut step, state) = step.resume(m, &straight.checkpoints[1], &device).unwrap();
+    let mut batches = Batches::new(&examples, 3, 0, state.seed)
+        .unwrap()
+        .resume(state.data_position);
+    let other_dir = tempfile::tempdir().unwrap();
+    let options = TrainerOptions {
+        checkpoint_dir: other_dir.path().to_path_buf(),
+        ..options
+    };
+    let (_, resumed) = train(m, &mut step, &mut batches, loss_of, &options).unwrap();
+    assert_eq!(resumed.metrics, straight.metrics[4..]);
+}

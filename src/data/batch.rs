@@ -100,7 +100,7 @@ impl<'a> Batches<'a> {
         self
     }
 
-    pub fn position(&self) -> DataPosition {
+    pub fn data_position(&self) -> DataPosition {
         self.position
     }
 
@@ -180,7 +180,7 @@ mod tests {
         let _ = first_part.by_ref().take(4).count();
         let resumed: Vec<Batch> = Batches::new(&examples, 3, 0, 5)
             .unwrap()
-            .resume(first_part.position())
+            .resume(first_part.data_position())
             .take(3)
             .collect();
         assert_eq!(resumed, straight[4..]);

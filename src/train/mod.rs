@@ -8,6 +8,7 @@ mod memory;
 mod method;
 mod schedule;
 mod step;
+mod trainer;
 
 pub use checkpoint::{TrainerState, latest_checkpoint};
 pub use freeze::{count_params, freeze_except, trainable_params};
@@ -16,3 +17,4 @@ pub use memory::MemoryReport;
 pub use method::{Method, Prepared, SpectrumSource};
 pub use schedule::LrSchedule;
 pub use step::{MicroLoss, StepFailure, StepMetrics, TrainConfig, TrainStep};
+pub use trainer::{TrainReport, TrainerOptions, train};
