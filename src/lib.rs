@@ -23,6 +23,11 @@
 //!   [`model::LlamaForCausalLM`] (HF module names, so Burn parameter paths are checkpoint names),
 //!   `from_pretrained` / `save_pretrained`, [`model::Tokenizer`], [`model::generate`], and
 //!   [`model::gguf`] to import llama.cpp files.
+//! - [`data`] turns Alpaca records into prompt-masked, padded, seeded batches; [`peft`] has LoRA
+//!   (PEFT's semantics and adapter files) and NF4 (bitsandbytes' quantization, packed);
+//!   [`train`] has [`train::TrainStep`] (updates only the trainable parameters of any Burn
+//!   module), [`train::Method`] (full, Spectrum, LoRA, QLoRA, Spectrum+QLoRA), the
+//!   [`train::train`] loop and checkpoints that resume exactly.
 //!
 //! The `spectrum` binary wraps all this: `spectrum scan <MODEL>`,
 //! `spectrum select <SNR_JSON> --top-percent N`, `spectrum import-gguf <FILE> <OUT_DIR>` and
