@@ -21,7 +21,7 @@
 //!
 //! - [`model`] holds Llama and Mistral as Hugging Face transformers computes them:
 //!   [`model::LlamaForCausalLM`] (HF module names, so Burn parameter paths are checkpoint names),
-//!   `from_pretrained` / `save_pretrained`, [`model::Tokenizer`], [`model::generate`], and
+//!   `from_pretrained` / `save_pretrained`, [`model::Tokenizer`], [`model::generate()`], and
 //!   [`model::gguf`] to import llama.cpp files.
 //! - [`data`] turns Alpaca records into prompt-masked, padded, seeded batches; [`peft`] has LoRA
 //!   (PEFT's semantics and adapter files) and NF4 (bitsandbytes' quantization, packed);

@@ -2,7 +2,7 @@
 //!
 //! - [`LlamaConfig`] reads `config.json`; [`LlamaForCausalLM`] is the model, loaded with
 //!   [`LlamaForCausalLM::from_pretrained`] and written with [`LlamaForCausalLM::save_pretrained`].
-//! - [`Tokenizer`] wraps `tokenizer.json` and the chat template; [`generate`] continues a prompt.
+//! - [`Tokenizer`] wraps `tokenizer.json` and the chat template; [`generate()`] continues a prompt.
 //! - [`gguf`] turns a llama.cpp GGUF file into a Hugging Face folder.
 
 mod attention;
