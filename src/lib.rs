@@ -38,6 +38,7 @@ pub mod data;
 pub mod error;
 pub mod io;
 pub mod model;
+pub mod params;
 pub mod peft;
 pub mod spectrum;
 pub mod train;

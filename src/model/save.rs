@@ -2,13 +2,14 @@
 
 use std::path::Path;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::module::Module;
+use burn::tensor::backend::Backend;
 
 use super::linear::transpose;
 use super::llama::LlamaForCausalLM;
 use crate::error::{Error, Result};
 use crate::io::{StoredTensor, write_atomic, write_json, write_safetensors};
+use crate::params::float_params_f32;
 use crate::spectrum::checkpoint::INDEX_FILE;
 
 impl<B: Backend> LlamaForCausalLM<B> {
@@ -76,50 +77,21 @@ impl<B: Backend> LlamaForCausalLM<B> {
 /// The model's parameters under their Hugging Face names as f32, Linear weights back in
 /// `[out, in]`.
 pub fn hf_tensors<B: Backend, M: Module<B>>(model: &M) -> Vec<(String, StoredTensor)> {
-    let mut collector = Collector {
-        path: Vec::new(),
-        tensors: Vec::new(),
-        _backend: std::marker::PhantomData::<B>,
-    };
-    model.visit(&mut collector);
-    collector.tensors
+    float_params_f32(model, |_, _| true)
+        .into_iter()
+        .map(|p| {
+            let (mut shape, mut values) = (p.shape, p.values);
+            if shape.len() == 2 && is_linear_weight(&p.path) {
+                values = transpose(&values, shape[0], shape[1]);
+                shape.reverse();
+            }
+            (p.path, StoredTensor::from_f32(shape, &values))
+        })
+        .collect()
 }
 
 /// Linear weights are the 2-D `weight`s of projections and of the head; the embedding, the
 /// other 2-D weight, is stored as it is in both layouts.
 fn is_linear_weight(name: &str) -> bool {
     name.ends_with("_proj.weight") || name == "lm_head.weight"
-}
-
-struct Collector<B> {
-    path: Vec<String>,
-    tensors: Vec<(String, StoredTensor)>,
-    _backend: std::marker::PhantomData<B>,
-}
-
-impl<B: Backend> ModuleVisitor<B> for Collector<B> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_owned());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let name = self.path.join(".");
-        let tensor = param.val();
-        let mut shape = tensor.dims().to_vec();
-        let mut values = tensor
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("converted to f32 just above");
-        if D == 2 && is_linear_weight(&name) {
-            values = transpose(&values, shape[0], shape[1]);
-            shape.reverse();
-        }
-        let tensor = StoredTensor::from_f32(shape, &values);
-        self.tensors.push((name, tensor));
-    }
 }

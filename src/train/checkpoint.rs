@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleMapper, Param, ParamId};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
@@ -15,6 +15,7 @@ use super::step::TrainStep;
 use crate::data::DataPosition;
 use crate::error::{Error, Result};
 use crate::io::{StoredTensor, write_atomic, write_json, write_safetensors};
+use crate::params::float_params_f32;
 use crate::spectrum::checkpoint::Checkpoint;
 
 const WEIGHTS: &str = "trainable.safetensors";
@@ -114,44 +115,16 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 fn trainable_tensors<B: Backend, M: burn::module::Module<B>>(
     model: &M,
 ) -> (Vec<(String, StoredTensor)>, HashMap<String, u64>) {
-    let mut collector = Collector {
-        path: Vec::new(),
-        tensors: Vec::new(),
-        ids: HashMap::new(),
-    };
-    model.visit(&mut collector);
-    (collector.tensors, collector.ids)
-}
-
-struct Collector {
-    path: Vec<String>,
-    tensors: Vec<(String, StoredTensor)>,
-    ids: HashMap<String, u64>,
-}
-
-impl<B: Backend> ModuleVisitor<B> for Collector {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_owned());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if !param.is_require_grad() {
-            return;
-        }
-        let name = self.path.join(".");
-        let tensor = param.val();
-        let shape = tensor.dims().to_vec();
-        let values = tensor
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("f32");
-        self.ids.insert(name.clone(), param.id.val());
-        self.tensors
-            .push((name, StoredTensor::from_f32(shape, &values)));
-    }
+    let params = float_params_f32(model, |_, require_grad| require_grad);
+    let ids = params
+        .iter()
+        .map(|p| (p.path.clone(), p.id.val()))
+        .collect();
+    let tensors = params
+        .into_iter()
+        .map(|p| (p.path, StoredTensor::from_f32(p.shape, &p.values)))
+        .collect();
+    (tensors, ids)
 }
 
 /// Puts the saved values and ids back on the trainable parameters, by path.
