@@ -111,12 +111,16 @@ impl<B: Backend> Nf4Weight<B> {
             TensorData::new(nf4::dynamic_map_signed().to_vec(), [256]),
             &device,
         );
-        let scale_index: Vec<i32> = (0..blocks)
-            .map(|b| (b / nf4::ABSMAX_BLOCK) as i32)
-            .collect();
-        let scale_index =
-            Tensor::<B, 1, Int>::from_data(TensorData::new(scale_index, [blocks]), &device);
-        let scales = self.absmax_scales.clone().select(0, scale_index);
+        // Each scale serves 256 consecutive blocks; repeat it on the device rather than build an
+        // index on the host at every forward pass.
+        let n_scales = self.absmax_scales.dims()[0];
+        let scales = self
+            .absmax_scales
+            .clone()
+            .reshape([n_scales, 1])
+            .repeat_dim(1, nf4::ABSMAX_BLOCK)
+            .reshape([n_scales * nf4::ABSMAX_BLOCK])
+            .narrow(0, 0, blocks);
         map.select(0, codes) * scales + self.offset
     }
 }
