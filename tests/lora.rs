@@ -3,10 +3,11 @@
 
 mod common;
 
+use common::{f32_values as values, max_abs_diff as max_diff};
+
 use std::path::PathBuf;
 
 use burn::backend::Flex;
-use burn::tensor::Tensor;
 use burn_spectrum::Error;
 use burn_spectrum::model::{LlamaForCausalLM, ids_tensor};
 use burn_spectrum::peft::{LoraConfig, TargetModules, add_lora, load_adapter, save_adapter};
@@ -52,18 +53,6 @@ impl Expected {
             .collect();
         flat.chunks(shape[1]).map(<[u32]>::to_vec).collect()
     }
-}
-
-fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn logits(model: &LlamaForCausalLM<B>, expected: &Expected) -> Vec<f32> {

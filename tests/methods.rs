@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::f32_values as values;
+
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Tensor, TensorData};
 use burn_spectrum::model::{LlamaForCausalLM, ids_tensor};
@@ -24,10 +26,6 @@ fn lora() -> LoraConfig {
         lora_alpha: 8.0,
         ..Default::default()
     }
-}
-
-fn values<const D: usize>(t: Tensor<A, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
 }
 
 fn methods() -> Vec<Method> {

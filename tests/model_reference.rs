@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{f32_values as values, max_abs_diff};
+
 use std::path::Path;
 
 use burn::backend::Flex;
@@ -71,22 +73,6 @@ impl Expected {
 
 fn load(dir: &Path) -> LlamaForCausalLM<B> {
     LlamaForCausalLM::from_pretrained(dir, &Default::default()).unwrap()
-}
-
-fn values<const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
-    tensor
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .unwrap()
-}
-
-fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

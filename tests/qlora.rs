@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::f32_values as values;
+
 use burn::backend::{Autodiff, Flex};
 use burn::module::ParamId;
 use burn::tensor::{Distribution, Tensor, TensorData};
@@ -12,10 +14,6 @@ use burn_spectrum::train::{LrSchedule, MicroLoss, TrainConfig, TrainStep, traina
 
 type B = Flex;
 type A = Autodiff<Flex>;
-
-fn values<const D: usize, Bk: burn::tensor::backend::Backend>(t: Tensor<Bk, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
-}
 
 #[test]
 fn the_burn_nf4_weight_dequantizes_like_the_reference() {

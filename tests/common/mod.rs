@@ -62,3 +62,23 @@ impl Gaussian {
         (0..rows * cols).map(|_| self.sample() * scale).collect()
     }
 }
+
+/// A tensor's values as f32, row-major.
+pub fn f32_values<B: burn::tensor::backend::Backend, const D: usize>(
+    tensor: burn::tensor::Tensor<B, D>,
+) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap()
+}
+
+/// The largest absolute difference of two equally long slices.
+pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f32::max)
+}
