@@ -1,10 +1,19 @@
-//! Reading a module tree's float parameters by path (`Vec` entries by index, fields by name),
-//! as f32: what saving a model and writing a training checkpoint both need.
+//! Reading a module tree's float parameters by path (`Vec` entries by index, fields by name):
+//! what saving a model, writing a training checkpoint and re-selecting parameters need.
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Tensor, backend::Backend};
 
-/// One float parameter: its path, id, shape and row-major values.
+/// Where a float parameter sits and whether it trains.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamEntry {
+    /// e.g. `model.layers.0.self_attn.q_proj.weight`
+    pub path: String,
+    pub id: ParamId,
+    pub require_grad: bool,
+}
+
+/// One float parameter with its values.
 pub struct NamedValues {
     /// e.g. `model.layers.0.self_attn.q_proj.weight`
     pub path: String,
@@ -14,11 +23,21 @@ pub struct NamedValues {
     pub values: Vec<f32>,
 }
 
-/// The float parameters for which `keep(path, require_grad)` holds, in visiting order. Values
-/// are read only for the kept ones.
+/// Every float parameter's path, id and `require_grad`, in visiting order; reads no values.
+pub fn float_params<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamEntry> {
+    let mut entries = Vec::new();
+    float_params_f32(module, |entry| {
+        entries.push(entry.clone());
+        false
+    });
+    entries
+}
+
+/// The float parameters for which `keep` holds, as f32, in visiting order. Values are read
+/// only for the kept ones.
 pub fn float_params_f32<B: Backend, M: Module<B>>(
     module: &M,
-    keep: impl FnMut(&str, bool) -> bool,
+    keep: impl FnMut(&ParamEntry) -> bool,
 ) -> Vec<NamedValues> {
     let mut reader = Reader {
         path: Vec::new(),
@@ -35,7 +54,7 @@ struct Reader<F> {
     params: Vec<NamedValues>,
 }
 
-impl<B: Backend, F: FnMut(&str, bool) -> bool> ModuleVisitor<B> for Reader<F> {
+impl<B: Backend, F: FnMut(&ParamEntry) -> bool> ModuleVisitor<B> for Reader<F> {
     fn enter_module(&mut self, name: &str, _: &str) {
         self.path.push(name.to_owned());
     }
@@ -45,8 +64,12 @@ impl<B: Backend, F: FnMut(&str, bool) -> bool> ModuleVisitor<B> for Reader<F> {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let path = self.path.join(".");
-        if !(self.keep)(&path, param.is_require_grad()) {
+        let entry = ParamEntry {
+            path: self.path.join("."),
+            id: param.id,
+            require_grad: param.is_require_grad(),
+        };
+        if !(self.keep)(&entry) {
             return;
         }
         let tensor = param.val();
@@ -57,8 +80,8 @@ impl<B: Backend, F: FnMut(&str, bool) -> bool> ModuleVisitor<B> for Reader<F> {
             .into_vec::<f32>()
             .expect("converted to f32 just above");
         self.params.push(NamedValues {
-            path,
-            id: param.id,
+            path: entry.path,
+            id: entry.id,
             shape,
             values,
         });

@@ -332,6 +332,7 @@ fn the_loop_checkpoints_and_a_resumed_run_continues_the_same_stream() {
         checkpoint_dir: dir.path().to_path_buf(),
         seed: 9,
         progress: false,
+        reselect: None,
     };
     let m = model();
     let ids = selected_ids(&m);
@@ -365,4 +366,206 @@ fn the_loop_checkpoints_and_a_resumed_run_continues_the_same_stream() {
     };
     let (_, resumed) = train(m, &mut step, &mut batches, loss_of, &options).unwrap();
     assert_eq!(resumed.metrics, straight.metrics[4..]);
+}
+
+/// The ids of the parameters at `paths`, in that order.
+fn ids_at(model: &LlamaForCausalLM<B>, paths: &[&str]) -> Vec<ParamId> {
+    let params = burn_spectrum::params::float_params(model);
+    paths
+        .iter()
+        .map(|path| {
+            params
+                .iter()
+                .find(|p| p.path == *path)
+                .unwrap_or_else(|| panic!("no parameter {path}"))
+                .id
+        })
+        .collect()
+}
+
+#[test]
+fn each_parameter_steps_at_its_own_learning_rate_multiple() {
+    let paths = [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.0.self_attn.v_proj.weight",
+    ];
+    let m = model();
+    let ids = ids_at(&m, &paths);
+    let before = snapshot(&m);
+    let lr = 1e-3;
+    let config = TrainConfig {
+        schedule: LrSchedule::constant(lr),
+        max_grad_norm: None,
+        ..Default::default()
+    };
+    let (m, mut step) = TrainStep::new(m, &ids, config);
+    // q twice the rate, k the schedule's (no entry), v half.
+    let scales = [(ids[0], 2.0), (ids[2], 0.5)].into_iter().collect();
+    step.set_lr_scales(scales).unwrap();
+    let (m, _) = step.step(m, &batches(), lm_loss).unwrap();
+    let after = snapshot(&m);
+    // AdamW's first step moves each weight by lr * g / (|g| + eps): lr for any gradient far
+    // above eps, so the median move is the parameter's rate.
+    for (path, want) in paths.iter().zip([2.0 * lr, lr, 0.5 * lr]) {
+        let old = &before.iter().find(|p| p.0 == *path).unwrap().2;
+        let new = &after.iter().find(|p| p.0 == *path).unwrap().2;
+        let mut moves: Vec<f64> = old
+            .iter()
+            .zip(new)
+            .map(|(a, b)| (*a as f64 - *b as f64).abs())
+            .collect();
+        moves.sort_by(f64::total_cmp);
+        let median = moves[moves.len() / 2];
+        assert!(
+            common::close(median, want, 1e-3),
+            "{path}: median move {median}, want {want}"
+        );
+    }
+    assert!(matches!(
+        step.set_lr_scales([(ids[0], -1.0)].into_iter().collect()),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn retargeting_keeps_state_of_the_kept_and_drops_the_rest() {
+    let paths = [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.1.mlp.up_proj.weight",
+    ];
+    let m = model();
+    let ids = ids_at(&m, &paths);
+    let (m, mut step) = TrainStep::new(m, &ids[..2], resume_config());
+    let (m, _) = run_steps(m, &mut step, &batches(), 2);
+    assert_eq!(step.optimizer_state_len(), 2);
+    let m = step.retarget(m, &ids[1..]);
+    // k kept its state; q lost it; up has none until it steps.
+    assert_eq!(step.optimizer_state_len(), 1);
+    let q_trained = snapshot(&m);
+    let (m, _) = run_steps(m, &mut step, &batches(), 1);
+    assert_eq!(step.optimizer_state_len(), 2);
+    assert_eq!(step.trainable().len(), 2);
+    assert!(ids.iter().all(|id| step.trained().contains(id)));
+    let after = snapshot(&m);
+    for ((path, id, old), (_, _, new)) in q_trained.iter().zip(&after) {
+        if ids[1..].contains(id) {
+            assert_ne!(old, new, "{path} trains after retargeting");
+        } else {
+            assert_eq!(old, new, "{path} is frozen after retargeting");
+        }
+    }
+}
+
+#[test]
+fn reselecting_between_epochs_changes_what_trains_and_resumes_exactly() {
+    use burn_spectrum::data::{Batch as DataBatch, Batches, Example};
+    use burn_spectrum::train::{Reselect, SnrLrScaling, TrainerOptions, train};
+    // 10 examples in batches of 3 (3 + 3 + 3 + 1) and 2 micro-batches a step: an epoch
+    // completes every 2 steps.
+    let examples: Vec<Example> = (0..10)
+        .map(|k| {
+            let ids: Vec<u32> = (0..(8 + k % 3))
+                .map(|t| ((t * 11 + k * 7) % 256) as u32)
+                .collect();
+            let labels = ids.iter().map(|&i| i as i64).collect();
+            Example { ids, labels }
+        })
+        .collect();
+    let device = Default::default();
+    let loss_of = |m: &LlamaForCausalLM<B>, b: &DataBatch| {
+        let (rows, seq) = (b.ids.len(), b.ids[0].len());
+        let logits = m.forward_masked(ids_tensor(&b.ids, &device), Some(&b.attention_mask));
+        let flat: Vec<i64> = b.labels.iter().flatten().copied().collect();
+        MicroLoss {
+            loss: LlamaForCausalLM::causal_lm_loss(
+                logits,
+                Tensor::from_data(TensorData::new(flat, [rows, seq]), &device),
+            ),
+            tokens: b.target_tokens(),
+        }
+    };
+    // Four layers, so that a type has several trained weights to scale against each other.
+    let weights = tempfile::tempdir().unwrap();
+    let mut config = model().config().clone();
+    config.num_hidden_layers = 4;
+    LlamaForCausalLM::<B>::new(&config, &device)
+        .save_pretrained(weights.path())
+        .unwrap();
+    let start = || {
+        let m = LlamaForCausalLM::<B>::from_pretrained(weights.path(), &device).unwrap();
+        let report = SpectrumSelector::new(Threshold::Spectrum)
+            .scan_module(&m)
+            .unwrap();
+        let ids: Vec<ParamId> = report
+            .select(75)
+            .unwrap()
+            .param_ids(&m)
+            .into_iter()
+            .collect();
+        TrainStep::new(m, &ids, resume_config())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let options = TrainerOptions {
+        steps: 6,
+        accumulation: 2,
+        checkpoint_every: Some(2),
+        checkpoint_dir: dir.path().to_path_buf(),
+        seed: 3,
+        progress: false,
+        // Fewer than the 75% trained at the start, so some weights must stop training.
+        reselect: Some(Reselect {
+            top_percent: 50,
+            snr_lr: Some(SnrLrScaling::default()),
+        }),
+    };
+    let (m, mut step) = start();
+    let mut batches = Batches::new(&examples, 3, 0, options.seed).unwrap();
+    let (m, straight) = train(m, &mut step, &mut batches, loss_of, &options).unwrap();
+    let at: Vec<(usize, u64)> = straight
+        .reselections
+        .iter()
+        .map(|r| (r.step, r.epoch))
+        .collect();
+    assert_eq!(at, [(2, 1), (4, 2), (6, 3)]);
+    let first = &straight.reselections[0];
+    assert!(
+        !first.removed.is_empty(),
+        "75% -> 50% must drop some weights"
+    );
+    assert_eq!(step.optimizer_state_len(), step.trainable().len());
+    assert!(!step.lr_scales().is_empty());
+    assert!(step.lr_scales().values().any(|&s| s != 1.0));
+    // The final trainable set is the top 25% of the final weights' scan.
+    let report = SpectrumSelector::new(Threshold::Spectrum)
+        .scan_module(&m)
+        .unwrap();
+    let mut want: Vec<ParamId> = report
+        .select(50)
+        .unwrap()
+        .param_ids(&m)
+        .into_iter()
+        .collect();
+    let mut have = step.trainable().to_vec();
+    want.sort();
+    have.sort();
+    assert_eq!(have, want);
+
+    // Resuming after the first re-selection: the weights trained then dropped, the new set
+    // and its multipliers all come back from the checkpoint.
+    let (m, step) = start();
+    let (m, mut step, state) = step.resume(m, &straight.checkpoints[0], &device).unwrap();
+    assert_eq!(state.step, 2);
+    let mut batches = Batches::new(&examples, 3, 0, state.seed)
+        .unwrap()
+        .resume(state.data_position);
+    let other_dir = tempfile::tempdir().unwrap();
+    let options = TrainerOptions {
+        checkpoint_dir: other_dir.path().to_path_buf(),
+        ..options
+    };
+    let (_, resumed) = train(m, &mut step, &mut batches, loss_of, &options).unwrap();
+    assert_eq!(resumed.metrics, straight.metrics[2..]);
+    assert_eq!(resumed.reselections, straight.reselections[1..]);
 }

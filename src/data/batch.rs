@@ -104,6 +104,11 @@ impl<'a> Batches<'a> {
         self.position
     }
 
+    /// Epochs handed out completely: the last batch of an epoch completes it.
+    pub fn completed_epochs(&self) -> u64 {
+        self.position.epoch + u64::from(self.position.offset >= self.order.len())
+    }
+
     fn shuffle(&mut self) {
         self.order = (0..self.examples.len()).collect();
         // Distinct, reproducible streams per epoch.

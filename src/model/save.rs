@@ -77,7 +77,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
 /// The model's parameters under their Hugging Face names as f32, Linear weights back in
 /// `[out, in]`.
 pub fn hf_tensors<B: Backend, M: Module<B>>(model: &M) -> Vec<(String, StoredTensor)> {
-    float_params_f32(model, |_, _| true)
+    float_params_f32(model, |_| true)
         .into_iter()
         .map(|p| {
             let (mut shape, mut values) = (p.shape, p.values);

@@ -1,8 +1,9 @@
-//! Training checkpoints: the trainable weights (named by module path, with their `ParamId`s),
-//! the optimizer state, and where training stood, in `checkpoint-<step>/` folders that appear
-//! whole or not at all.
+//! Training checkpoints: the weights trained so far (named by module path, with their
+//! `ParamId`s), which of them train now and at what learning-rate multiplier, the optimizer
+//! state, and where training stood, in `checkpoint-<step>/` folders that appear whole or not
+//! at all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, ModuleMapper, Param, ParamId};
@@ -21,6 +22,15 @@ use crate::spectrum::checkpoint::Checkpoint;
 const WEIGHTS: &str = "trainable.safetensors";
 const OPTIMIZER: &str = "optimizer.mpk";
 const STATE: &str = "trainer_state.json";
+const IDS: &str = "param_ids.json";
+const TARGETS: &str = "targets.json";
+
+/// Which saved parameters train now, and their learning-rate multipliers, by path.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Targets {
+    trainable: Vec<String>,
+    lr_scales: HashMap<String, f64>,
+}
 
 /// Where training stood when a checkpoint was written, besides weights and optimizer state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,12 +55,16 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
             .prefix(&format!(".{name}-"))
             .tempdir_in(dir)
             .map_err(|e| Error::io(dir, e))?;
-        let (tensors, ids) = trainable_tensors(model);
-        let ids_json = serde_json::to_value(&ids).expect("a map of ids serializes");
+        let (tensors, ids, targets) = self.trained_tensors(model);
         let weights = tmp.path().join(WEIGHTS);
         write_safetensors(&weights, &tensors).map_err(|e| Error::io(&weights, e))?;
-        write_json(&tmp.path().join("param_ids.json"), &ids_json)
-            .map_err(|e| Error::io(tmp.path(), e))?;
+        for (file, value) in [
+            (IDS, serde_json::to_value(&ids)),
+            (TARGETS, serde_json::to_value(&targets)),
+        ] {
+            let value = value.expect("maps of names serialize");
+            write_json(&tmp.path().join(file), &value).map_err(|e| Error::io(tmp.path(), e))?;
+        }
         let optimizer = Recorder::<B>::record(&Bytes::default(), self.optimizer_record(), ())
             .map_err(|e| Error::InvalidArgument(format!("optimizer state: {e}")))?;
         write_atomic(&tmp.path().join(OPTIMIZER), &optimizer)?;
@@ -65,8 +79,10 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
         Ok(target)
     }
 
-    /// Restores a checkpoint folder onto `model` (loaded as when the run began) and this step,
-    /// so that training continues exactly where it stopped.
+    /// Restores a checkpoint folder onto `model` (loaded and prepared as when the run began)
+    /// and this step, so that training continues exactly where it stopped: the saved weights,
+    /// the trainable set and multipliers of that moment (which re-selection may have changed),
+    /// the optimizer state.
     pub fn resume(
         mut self,
         model: M,
@@ -74,8 +90,10 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
         device: &B::Device,
     ) -> Result<(M, Self, TrainerState)> {
         let state: TrainerState = read_json(&checkpoint.join(STATE))?;
-        let ids: HashMap<String, u64> = read_json(&checkpoint.join("param_ids.json"))?;
-        let model = restore_trainable(model, &checkpoint.join(WEIGHTS), &ids, device)?;
+        let ids: HashMap<String, u64> = read_json(&checkpoint.join(IDS))?;
+        let targets: Targets = read_json(&checkpoint.join(TARGETS))?;
+        let (model, restored) =
+            restore_trained(model, &checkpoint.join(WEIGHTS), &ids, &targets, device)?;
         let path = checkpoint.join(OPTIMIZER);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let record = Recorder::<B>::load(&Bytes::default(), bytes, device).map_err(|e| {
@@ -85,7 +103,40 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
             }
         })?;
         self = self.with_optimizer_record(&model, record, state.step);
+        let lr_scales = targets
+            .lr_scales
+            .iter()
+            .filter_map(|(path, &scale)| restored.get(path).map(|&id| (id, scale)))
+            .collect();
+        self.restore_targets(restored.into_values().collect(), lr_scales);
         Ok((model, self, state))
+    }
+
+    /// The parameters trained so far as f32 tensors named by path, their ids, and which of
+    /// them train now.
+    fn trained_tensors(
+        &self,
+        model: &M,
+    ) -> (Vec<(String, StoredTensor)>, HashMap<String, u64>, Targets) {
+        let mut targets = Targets::default();
+        let params = float_params_f32(model, |p| {
+            if p.require_grad {
+                targets.trainable.push(p.path.clone());
+            }
+            if let Some(&scale) = self.lr_scales().get(&p.id) {
+                targets.lr_scales.insert(p.path.clone(), scale);
+            }
+            p.require_grad || self.trained().contains(&p.id)
+        });
+        let ids = params
+            .iter()
+            .map(|p| (p.path.clone(), p.id.val()))
+            .collect();
+        let tensors = params
+            .into_iter()
+            .map(|p| (p.path, StoredTensor::from_f32(p.shape, &p.values)))
+            .collect();
+        (tensors, ids, targets)
     }
 }
 
@@ -111,29 +162,15 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
-/// The trainable parameters as f32 tensors named by path, and their ids.
-fn trainable_tensors<B: Backend, M: burn::module::Module<B>>(
-    model: &M,
-) -> (Vec<(String, StoredTensor)>, HashMap<String, u64>) {
-    let params = float_params_f32(model, |_, require_grad| require_grad);
-    let ids = params
-        .iter()
-        .map(|p| (p.path.clone(), p.id.val()))
-        .collect();
-    let tensors = params
-        .into_iter()
-        .map(|p| (p.path, StoredTensor::from_f32(p.shape, &p.values)))
-        .collect();
-    (tensors, ids)
-}
-
-/// Puts the saved values and ids back on the trainable parameters, by path.
-fn restore_trainable<B: Backend, M: burn::module::Module<B>>(
+/// Puts the saved values and ids back by path, and makes trainable exactly the parameters
+/// `targets` lists (every other one frozen). Returns the model and the restored ids by path.
+fn restore_trained<B: Backend, M: burn::module::Module<B>>(
     model: M,
     weights: &Path,
     ids: &HashMap<String, u64>,
+    targets: &Targets,
     device: &B::Device,
-) -> Result<M> {
+) -> Result<(M, HashMap<String, ParamId>)> {
     let checkpoint = Checkpoint::open(weights)?;
     let mut values = HashMap::new();
     for entry in checkpoint.tensors() {
@@ -142,20 +179,28 @@ fn restore_trainable<B: Backend, M: burn::module::Module<B>>(
             (entry.shape.clone(), checkpoint.read_f32(entry)?),
         );
     }
+    let mut problems: Vec<String> = targets
+        .trainable
+        .iter()
+        .filter(|path| !values.contains_key(*path))
+        .map(|path| format!("{path}: trainable but its weights are not saved"))
+        .collect();
     let mut restorer = Restorer {
         path: Vec::new(),
         values,
         ids,
+        trainable: targets.trainable.iter().map(String::as_str).collect(),
         device: device.clone(),
+        restored: HashMap::new(),
         problems: Vec::new(),
     };
     let model = model.map(&mut restorer);
-    let mut problems = restorer.problems;
+    problems.extend(restorer.problems);
     problems.extend(
         restorer
             .values
             .keys()
-            .map(|k| format!("{k}: no such trainable parameter")),
+            .map(|k| format!("{k}: the model has no such parameter")),
     );
     if !problems.is_empty() {
         problems.sort();
@@ -164,14 +209,16 @@ fn restore_trainable<B: Backend, M: burn::module::Module<B>>(
             reason: problems.join("; "),
         });
     }
-    Ok(model)
+    Ok((model, restorer.restored))
 }
 
 struct Restorer<'a, B: Backend> {
     path: Vec<String>,
     values: HashMap<String, (Vec<usize>, Vec<f32>)>,
     ids: &'a HashMap<String, u64>,
+    trainable: HashSet<&'a str>,
     device: B::Device,
+    restored: HashMap<String, ParamId>,
     problems: Vec<String>,
 }
 
@@ -183,14 +230,9 @@ impl<B: Backend> ModuleMapper<B> for Restorer<'_, B> {
         self.path.pop();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        if !param.is_require_grad() {
-            return param;
-        }
         let name = self.path.join(".");
         let Some((shape, values)) = self.values.remove(&name) else {
-            self.problems
-                .push(format!("{name}: trainable but not in the checkpoint"));
-            return param;
+            return param.set_require_grad(false);
         };
         if shape != param.dims() {
             self.problems.push(format!(
@@ -200,7 +242,13 @@ impl<B: Backend> ModuleMapper<B> for Restorer<'_, B> {
             return param;
         }
         let id = self.ids.get(&name).map_or(param.id, |&v| ParamId::from(v));
+        self.restored.insert(name.clone(), id);
         let tensor = Tensor::<B, D>::from_data(TensorData::new(values, shape), &self.device);
-        Param::initialized(id, tensor.require_grad())
+        let tensor = if self.trainable.contains(name.as_str()) {
+            tensor.require_grad()
+        } else {
+            tensor
+        };
+        Param::initialized(id, tensor)
     }
 }

@@ -10,7 +10,7 @@ use super::freeze::{freeze_except, trainable_params};
 use crate::error::Result;
 use crate::model::LlamaForCausalLM;
 use crate::peft::{LoraConfig, TargetModules, add_lora, quantize_nf4};
-use crate::spectrum::{Selection, SpectrumSelector, Threshold};
+use crate::spectrum::{ScanReport, Selection, SpectrumSelector, Threshold};
 
 /// Where a Spectrum selection comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,6 +49,9 @@ pub enum Method {
 pub struct Prepared<B: AutodiffBackend> {
     pub model: LlamaForCausalLM<B>,
     pub trainable: Vec<ParamId>,
+    /// The scan a Spectrum selection came from (`None` for a YAML source and for the other
+    /// methods): what [`snr_lr_scales`](super::snr_lr_scales) needs.
+    pub scan: Option<ScanReport>,
 }
 
 impl Method {
@@ -73,16 +76,16 @@ impl Method {
         model: LlamaForCausalLM<B>,
         device: &B::Device,
     ) -> Result<Prepared<B>> {
+        let mut scan = None;
         let (model, trainable) = match self {
             Method::Full => {
                 let trainable = trainable_params(&model);
                 (model, trainable)
             }
             Method::Spectrum(source) => {
-                let trainable = selection(source, &model)?
-                    .param_ids(&model)
-                    .into_iter()
-                    .collect();
+                let (selection, report) = selection(source, &model)?;
+                scan = report;
+                let trainable = selection.param_ids(&model).into_iter().collect();
                 (model, trainable)
             }
             Method::Lora(config) => {
@@ -98,7 +101,8 @@ impl Method {
                 (model, trainable)
             }
             Method::SpectrumQLora(source, config) => {
-                let selection = selection(source, &model)?;
+                let (selection, report) = selection(source, &model)?;
+                scan = report;
                 let mut model = model;
                 let selected: Vec<String> = model
                     .projections_mut()
@@ -121,18 +125,21 @@ impl Method {
         Ok(Prepared {
             model: freeze_except(model, &trainable),
             trainable,
+            scan,
         })
     }
 }
 
+/// The selection, and the scan it came from when there was one.
 fn selection<B: AutodiffBackend>(
     source: &SpectrumSource,
     model: &LlamaForCausalLM<B>,
-) -> Result<Selection> {
+) -> Result<(Selection, Option<ScanReport>)> {
     match source {
-        SpectrumSource::TopPercent(k) => SpectrumSelector::new(Threshold::Spectrum)
-            .scan_module(model)?
-            .select(*k),
-        SpectrumSource::Yaml(path) => Selection::read_yaml(path),
+        SpectrumSource::TopPercent(k) => {
+            let report = SpectrumSelector::new(Threshold::Spectrum).scan_module(model)?;
+            Ok((report.select(*k)?, Some(report)))
+        }
+        SpectrumSource::Yaml(path) => Ok((Selection::read_yaml(path)?, None)),
     }
 }

@@ -4,6 +4,7 @@
 mod checkpoint;
 mod freeze;
 mod grad_norm;
+mod lr_scale;
 mod memory;
 mod method;
 mod schedule;
@@ -13,8 +14,9 @@ mod trainer;
 pub use checkpoint::{TrainerState, latest_checkpoint};
 pub use freeze::{count_params, freeze_except, trainable_params};
 pub use grad_norm::{clip_grad_norm, global_grad_norm};
+pub use lr_scale::{SnrLrScaling, snr_lr_scales};
 pub use memory::MemoryReport;
 pub use method::{Method, Prepared, SpectrumSource};
 pub use schedule::LrSchedule;
 pub use step::{MicroLoss, StepFailure, StepMetrics, TrainConfig, TrainStep};
-pub use trainer::{TrainReport, TrainerOptions, train};
+pub use trainer::{Reselect, Reselection, TrainReport, TrainerOptions, train};

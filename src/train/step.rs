@@ -1,6 +1,8 @@
 //! `TrainStep`: one optimizer step over micro-batches, updating only the trainable parameters.
 
-use burn::module::{AutodiffModule, ParamId};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::{ElementConversion, Tensor, backend::AutodiffBackend};
@@ -20,6 +22,9 @@ pub struct TrainConfig {
     pub epsilon: f64,
     /// Clip the global gradient norm to this; `None` leaves gradients as they are.
     pub max_grad_norm: Option<f64>,
+    /// Seeds the backend's random numbers (dropout) at every step from `(seed, step)`, so a
+    /// resumed run draws what the uninterrupted one drew.
+    pub seed: u64,
 }
 
 impl Default for TrainConfig {
@@ -33,6 +38,7 @@ impl Default for TrainConfig {
             beta_2: 0.999,
             epsilon: 1e-8,
             max_grad_norm: Some(1.0),
+            seed: 0,
         }
     }
 }
@@ -79,9 +85,15 @@ pub struct MicroLoss<B: AutodiffBackend> {
 ///
 /// Frozen parameters get `require_grad = false` (no gradient is kept for them) and their
 /// gradients are dropped by id as well, so the optimizer holds state only for trainable ones.
+///
+/// The trainable set can change between steps ([`TrainStep::retarget`]), and each parameter
+/// can have its own learning-rate multiplier ([`TrainStep::set_lr_scales`]).
 pub struct TrainStep<B: AutodiffBackend, M: AutodiffModule<B>> {
     optimizer: OptimizerAdaptor<AdamW, M, B>,
     trainable: Vec<ParamId>,
+    /// Every parameter trained so far, the current ones included: what a checkpoint saves.
+    trained: HashSet<ParamId>,
+    lr_scales: HashMap<ParamId, f64>,
     config: TrainConfig,
     step: usize,
 }
@@ -91,19 +103,62 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
     /// Returns the frozen model with the step.
     pub fn new(model: M, trainable: &[ParamId], config: TrainConfig) -> (M, Self) {
         let model = freeze_except(model, trainable);
-        let optimizer = AdamWConfig::new()
-            .with_beta_1(config.beta_1 as f32)
-            .with_beta_2(config.beta_2 as f32)
-            .with_epsilon(config.epsilon as f32)
-            .with_weight_decay(config.weight_decay as f32)
-            .init();
+        let optimizer = adamw(&config);
+        let trainable = trainable_params(&model);
         let step = TrainStep {
             optimizer,
-            trainable: trainable_params(&model),
+            trained: trainable.iter().copied().collect(),
+            trainable,
+            lr_scales: HashMap::new(),
             config,
             step: 0,
         };
         (model, step)
+    }
+
+    /// The parameters trained from now on.
+    pub fn trainable(&self) -> &[ParamId] {
+        &self.trainable
+    }
+
+    /// Every parameter trained so far (the current ones included).
+    pub fn trained(&self) -> &HashSet<ParamId> {
+        &self.trained
+    }
+
+    /// Trains `trainable` from the next step on, freezing the rest of `model`. Parameters
+    /// that stay trainable keep their optimizer state; the others lose it, and newly
+    /// trainable ones start fresh. Their learning-rate multipliers are dropped too: set new
+    /// ones with [`TrainStep::set_lr_scales`].
+    pub fn retarget(&mut self, model: M, trainable: &[ParamId]) -> M {
+        let model = freeze_except(model, trainable);
+        self.trainable = trainable_params(&model);
+        let kept: HashSet<ParamId> = self.trainable.iter().copied().collect();
+        let mut record = self.optimizer.to_record();
+        record.retain(|id, _| kept.contains(id));
+        self.optimizer = adamw(&self.config).load_record(record);
+        self.trained.extend(kept.iter().copied());
+        self.lr_scales.retain(|id, _| kept.contains(id));
+        model
+    }
+
+    /// Per-parameter learning-rate multipliers: a parameter listed here steps at
+    /// `scale * lr`, the others at `lr` (as PyTorch parameter groups with their own rates).
+    /// Weight decay follows the scaled rate, as AdamW's decoupled decay does. A multiplier
+    /// that is negative or not finite is refused.
+    pub fn set_lr_scales(&mut self, scales: HashMap<ParamId, f64>) -> crate::error::Result<()> {
+        if let Some(bad) = scales.values().find(|s| !(s.is_finite() && **s >= 0.0)) {
+            return Err(Error::InvalidArgument(format!(
+                "a learning-rate multiplier must be finite and >= 0, got {bad}"
+            )));
+        }
+        self.lr_scales = scales;
+        Ok(())
+    }
+
+    /// The multipliers set by [`TrainStep::set_lr_scales`].
+    pub fn lr_scales(&self) -> &HashMap<ParamId, f64> {
+        &self.lr_scales
     }
 
     /// The number of steps taken.
@@ -132,6 +187,18 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
         self
     }
 
+    /// Sets what a checkpoint restores besides the optimizer: the parameters trained so far
+    /// and the learning-rate multipliers.
+    pub(crate) fn restore_targets(
+        &mut self,
+        trained: HashSet<ParamId>,
+        lr_scales: HashMap<ParamId, f64>,
+    ) {
+        self.trained = trained;
+        self.trained.extend(self.trainable.iter().copied());
+        self.lr_scales = lr_scales;
+    }
+
     /// How many parameter tensors the optimizer keeps state for.
     pub fn optimizer_state_len(&self) -> usize {
         self.optimizer.to_record().len()
@@ -152,6 +219,9 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
         if micro_batches.is_empty() {
             let error = Error::InvalidArgument("a step needs at least one micro-batch".into());
             return Err(StepFailure { model, error });
+        }
+        if let Some(device) = model.devices().first() {
+            B::seed(device, step_seed(self.config.seed, self.step));
         }
         let weight = 1.0 / micro_batches.len() as f64;
         let mut accumulator = GradientsAccumulator::<M>::new();
@@ -180,7 +250,11 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
             None => super::grad_norm::global_grad_norm(&model, &grads),
         };
         let lr = self.config.schedule.lr(self.step);
-        let model = self.optimizer.step(lr, model, grads);
+        let groups = split_by_scale(&model, &mut grads, &self.lr_scales);
+        let mut model = self.optimizer.step(lr, model, grads);
+        for (scale, group) in groups {
+            model = self.optimizer.step(lr * scale, model, group);
+        }
         let metrics = StepMetrics {
             step: self.step,
             loss: loss_sum * weight,
@@ -190,5 +264,70 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
         };
         self.step += 1;
         Ok((model, metrics))
+    }
+}
+
+fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
+    config: &TrainConfig,
+) -> OptimizerAdaptor<AdamW, M, B> {
+    AdamWConfig::new()
+        .with_beta_1(config.beta_1 as f32)
+        .with_beta_2(config.beta_2 as f32)
+        .with_epsilon(config.epsilon as f32)
+        .with_weight_decay(config.weight_decay as f32)
+        .init()
+}
+
+/// The backend seed of step `step`: distinct per step, the same on every run.
+fn step_seed(seed: u64, step: usize) -> u64 {
+    seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Moves the gradients of parameters with a multiplier other than 1 out of `grads`, into one
+/// group per multiplier (in increasing order).
+fn split_by_scale<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &mut GradientsParams,
+    scales: &HashMap<ParamId, f64>,
+) -> Vec<(f64, GradientsParams)> {
+    if scales.values().all(|&s| s == 1.0) {
+        return Vec::new();
+    }
+    let mut splitter = ScaleSplitter::<B> {
+        grads,
+        scales,
+        groups: BTreeMap::new(),
+        _backend: std::marker::PhantomData,
+    };
+    model.visit(&mut splitter);
+    // Non-negative finite multipliers order as their bit patterns do.
+    splitter
+        .groups
+        .into_iter()
+        .map(|(bits, group)| (f64::from_bits(bits), group))
+        .collect()
+}
+
+struct ScaleSplitter<'a, B> {
+    grads: &'a mut GradientsParams,
+    scales: &'a HashMap<ParamId, f64>,
+    groups: BTreeMap<u64, GradientsParams>,
+    _backend: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for ScaleSplitter<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let Some(&scale) = self.scales.get(&param.id) else {
+            return;
+        };
+        if scale == 1.0 {
+            return;
+        }
+        if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.groups
+                .entry(scale.to_bits())
+                .or_default()
+                .register::<B::InnerBackend, D>(param.id, grad);
+        }
     }
 }

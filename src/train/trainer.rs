@@ -8,9 +8,12 @@ use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::checkpoint::TrainerState;
+use super::lr_scale::{SnrLrScaling, snr_lr_scales};
 use super::step::{MicroLoss, StepMetrics, TrainStep};
 use crate::data::{Batch, Batches};
 use crate::error::Result;
+use crate::params::float_params;
+use crate::spectrum::{SpectrumSelector, Threshold};
 
 /// How long to train and where to keep checkpoints.
 #[derive(Clone, Debug)]
@@ -27,6 +30,34 @@ pub struct TrainerOptions {
     pub seed: u64,
     /// Show a progress bar on the terminal.
     pub progress: bool,
+    /// Re-scan and re-select the trained weights whenever an epoch ends; `None` keeps the
+    /// trainable set fixed.
+    pub reselect: Option<Reselect>,
+}
+
+/// Between epochs, score the weights again and train the new top `top_percent`% per module
+/// type (with `lm_head` and `model.embed_tokens`): one of the Spectrum paper's ideas for
+/// future work. For models trained with [`Method::Spectrum`](super::Method::Spectrum): every
+/// 2-D weight of the module tree is scored, as [`SpectrumSelector::scan_module`] does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reselect {
+    pub top_percent: u32,
+    /// Scale the learning rate of each newly selected weight by its SNR.
+    pub snr_lr: Option<SnrLrScaling>,
+}
+
+/// What one re-selection changed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reselection {
+    /// Steps done when it happened.
+    pub step: usize,
+    /// Epochs completed by then.
+    pub epoch: u64,
+    /// Parameters trainable from then on.
+    pub trainable: usize,
+    /// Paths of the parameters that started and stopped training.
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 /// What a run did.
@@ -34,10 +65,15 @@ pub struct TrainerOptions {
 pub struct TrainReport {
     pub metrics: Vec<StepMetrics>,
     pub checkpoints: Vec<PathBuf>,
+    pub reselections: Vec<Reselection>,
 }
 
 /// Trains until `options.steps` steps are done. A step that fails (a non-finite loss) ends the
 /// run with its error; the checkpoints written before it stay as they were.
+///
+/// With [`TrainerOptions::reselect`], the step after which an epoch completes is followed by a
+/// re-selection, before that step's checkpoint, so a resumed run re-selects as the
+/// uninterrupted one did.
 pub fn train<B, M>(
     mut model: M,
     step: &mut TrainStep<B, M>,
@@ -52,6 +88,7 @@ where
     let bar = progress_bar(options);
     bar.set_position(step.steps_done() as u64);
     let mut report = TrainReport::default();
+    let mut epochs = batches.completed_epochs();
     while step.steps_done() < options.steps {
         let micro: Vec<Batch> = batches.by_ref().take(options.accumulation.max(1)).collect();
         let (next, metrics) = step.step(model, &micro, &mut loss_of)?;
@@ -60,6 +97,20 @@ where
         bar.inc(1);
         report.metrics.push(metrics);
         let done = step.steps_done();
+        if let Some(reselect) = &options.reselect
+            && batches.completed_epochs() > epochs
+        {
+            epochs = batches.completed_epochs();
+            let (next, change) = reselect_weights(model, step, reselect, epochs)?;
+            model = next;
+            bar.println(format!(
+                "epoch {epochs}: re-selected {} trainable parameters ({} added, {} removed)",
+                change.trainable,
+                change.added.len(),
+                change.removed.len()
+            ));
+            report.reselections.push(change);
+        }
         let due = options.checkpoint_every.is_some_and(|every| {
             every > 0 && (done.is_multiple_of(every) || done == options.steps)
         });
@@ -78,6 +129,44 @@ where
     }
     bar.finish_and_clear();
     Ok((model, report))
+}
+
+/// Scans `model`, selects the top weights and retargets `step` to them.
+fn reselect_weights<B, M>(
+    model: M,
+    step: &mut TrainStep<B, M>,
+    reselect: &Reselect,
+    epoch: u64,
+) -> Result<(M, Reselection)>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+{
+    let report = SpectrumSelector::new(Threshold::Spectrum).scan_module(&model)?;
+    let selection = report.select(reselect.top_percent)?;
+    let before = float_params(&model);
+    let ids: Vec<_> = selection.param_ids(&model).into_iter().collect();
+    let model = step.retarget(model, &ids);
+    if let Some(scaling) = reselect.snr_lr {
+        step.set_lr_scales(snr_lr_scales(&model, &report, scaling)?)?;
+    }
+    let after = float_params(&model);
+    let changed = |from: bool| -> Vec<String> {
+        before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b.require_grad == from && a.require_grad != from)
+            .map(|(b, _)| b.path.clone())
+            .collect()
+    };
+    let change = Reselection {
+        step: step.steps_done(),
+        epoch,
+        trainable: step.trainable().len(),
+        added: changed(false),
+        removed: changed(true),
+    };
+    Ok((model, change))
 }
 
 fn progress_bar(options: &TrainerOptions) -> ProgressBar {
