@@ -27,7 +27,9 @@
 //!   (PEFT's semantics and adapter files) and NF4 (bitsandbytes' quantization, packed);
 //!   [`train`] has [`train::TrainStep`] (updates only the trainable parameters of any Burn
 //!   module), [`train::Method`] (full, Spectrum, LoRA, QLoRA, Spectrum+QLoRA), the
-//!   [`train::train`] loop and checkpoints that resume exactly.
+//!   [`train::train`] loop and checkpoints that resume exactly, and the paper's two ideas for
+//!   future work: learning rates scaled by SNR ([`train::snr_lr_scales`]) and re-selection
+//!   between epochs ([`train::Reselect`]).
 //!
 //! The `spectrum` binary wraps all this: `spectrum scan <MODEL>`,
 //! `spectrum select <SNR_JSON> --top-percent N`, `spectrum import-gguf <FILE> <OUT_DIR>` and

@@ -377,7 +377,7 @@ fn unsupported_dtype_is_named() {
 fn nan_weight_gives_nan_snr_and_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nan.safetensors");
-    let mut values = vec![0.5f32; 16];
+    let mut values = [0.5f32; 16];
     values[3] = f32::NAN;
     let good: Vec<u8> = (0..16).flat_map(|i| (i as f32).to_le_bytes()).collect();
     let bad: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();

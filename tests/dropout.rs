@@ -40,7 +40,10 @@ fn prepared(seed: u64) -> (Model, TrainStep<B, Model>) {
     TrainStep::new(prepared.model, &prepared.trainable, config)
 }
 
-fn loss_of(model: &Model, ids: &Vec<Vec<u32>>) -> MicroLoss<B> {
+/// Rows of token ids, trained on every next token.
+struct Rows(Vec<Vec<u32>>);
+
+fn loss_of(model: &Model, Rows(ids): &Rows) -> MicroLoss<B> {
     let device = Default::default();
     let logits = model.forward(ids_tensor(ids, &device));
     let flat: Vec<i64> = ids.iter().flatten().map(|&i| i as i64).collect();
@@ -52,12 +55,14 @@ fn loss_of(model: &Model, ids: &Vec<Vec<u32>>) -> MicroLoss<B> {
 }
 
 fn run(mut model: Model, step: &mut TrainStep<B, Model>, n: usize) -> (Model, Vec<f64>) {
-    let batch: Vec<Vec<u32>> = (0..2)
-        .map(|b| (0..10).map(|t| ((t * 13 + b * 29) % 256) as u32).collect())
-        .collect();
+    let batch = Rows(
+        (0..2)
+            .map(|b| (0..10).map(|t| ((t * 13 + b * 29) % 256) as u32).collect())
+            .collect(),
+    );
     let mut losses = Vec::new();
     for _ in 0..n {
-        let (next, metrics) = step.step(model, &[batch.clone()], loss_of).unwrap();
+        let (next, metrics) = step.step(model, std::slice::from_ref(&batch), loss_of).unwrap();
         model = next;
         losses.push(metrics.loss);
     }

@@ -208,7 +208,8 @@ fn every_method_lowers_the_loss_on_real_alpaca_records() {
     use burn_spectrum::model::ids_tensor;
     use burn_spectrum::peft::LoraConfig;
     use burn_spectrum::train::{
-        LrSchedule, Method, MicroLoss, SpectrumSource, TrainConfig, TrainStep,
+        LrSchedule, Method, MicroLoss, Reselect, SnrLrScaling, SpectrumSource, TrainConfig,
+        TrainStep, TrainerOptions, snr_lr_scales, train,
     };
     type A = Autodiff<Flex>;
 
@@ -225,8 +226,8 @@ fn every_method_lowers_the_loss_on_real_alpaca_records() {
         train_on_prompt: false,
     };
     let data = read_alpaca(&alpaca).unwrap();
-    let prepared = prepare(&data, &tokenizer, eos, &options, 0, 3).unwrap();
-    let batches: Vec<Batch> = Batches::new(&prepared.train[..4], 2, eos, 0)
+    let prepared_data = prepare(&data, &tokenizer, eos, &options, 0, 3).unwrap();
+    let batches: Vec<Batch> = Batches::new(&prepared_data.train[..4], 2, eos, 0)
         .unwrap()
         .take(2)
         .collect();
@@ -289,4 +290,44 @@ fn every_method_lowers_the_loss_on_real_alpaca_records() {
             method.name()
         );
     }
+
+    // The paper's future-work options on the real model: learning rates scaled by SNR, and a
+    // re-scan and re-selection when the epoch (2 batches of 2 records) ends.
+    let model = LlamaForCausalLM::<A>::from_pretrained(&dir, &device).unwrap();
+    let method = Method::Spectrum(SpectrumSource::TopPercent(25));
+    let prepared = method.prepare(model, &device).unwrap();
+    let config = TrainConfig {
+        schedule: LrSchedule::constant(5e-5),
+        ..Default::default()
+    };
+    let (model, mut step) = TrainStep::new(prepared.model, &prepared.trainable, config);
+    let scan = prepared
+        .scan
+        .as_ref()
+        .expect("a top-25% selection comes from a scan");
+    let scales = snr_lr_scales(&model, scan, SnrLrScaling::default()).unwrap();
+    assert!(scales.values().any(|&s| s > 1.0) && scales.values().any(|&s| s < 1.0));
+    step.set_lr_scales(scales).unwrap();
+    let checkpoints = tempfile::tempdir().unwrap();
+    let options = TrainerOptions {
+        steps: 3,
+        accumulation: 1,
+        checkpoint_every: None,
+        checkpoint_dir: checkpoints.path().to_path_buf(),
+        seed: 0,
+        progress: false,
+        reselect: Some(Reselect {
+            top_percent: 25,
+            snr_lr: Some(SnrLrScaling::default()),
+        }),
+    };
+    let mut stream = Batches::new(&prepared_data.train[..4], 2, eos, 0).unwrap();
+    let (_, report) = train(model, &mut step, &mut stream, loss_of, &options).unwrap();
+    let losses: Vec<f64> = report.metrics.iter().map(|m| m.loss).collect();
+    let change = &report.reselections;
+    eprintln!("spectrum-25 with SNR learning rates: losses {losses:?}, re-selections {change:?}");
+    assert!(losses.iter().all(|l| l.is_finite()));
+    assert_eq!(change.len(), 1);
+    assert_eq!((change[0].step, change[0].epoch), (2, 1));
+    assert_eq!(step.optimizer_state_len(), step.trainable().len());
 }

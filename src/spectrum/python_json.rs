@@ -55,6 +55,8 @@ mod tests {
     use super::float_repr;
 
     /// Expected strings are what CPython 3.11 prints for `repr(x)`.
+    // Exact f32 values written out in full: that is what the test is about.
+    #[allow(clippy::excessive_precision)]
     #[test]
     fn matches_python_repr() {
         let cases = [

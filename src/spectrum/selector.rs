@@ -64,6 +64,9 @@ impl ScanReport {
     }
 }
 
+/// A weight's score and, when something was off, a warning.
+type Scored = (ModuleSnr, Option<String>);
+
 /// Scores weight matrices by the signal-to-noise ratio of their singular values.
 ///
 /// ```no_run
@@ -132,8 +135,7 @@ impl SpectrumSelector {
         let bar = self.progress_bar(weights.len());
         let largest = weights.iter().map(Weight::numel).max().unwrap_or(0);
         let alone = |w: &Weight| w.numel() >= ALONE_MIN_NUMEL && w.numel() * 4 >= largest;
-        let mut results: Vec<Option<Result<(ModuleSnr, Option<String>)>>> =
-            (0..weights.len()).map(|_| None).collect();
+        let mut results: Vec<Option<Result<Scored>>> = (0..weights.len()).map(|_| None).collect();
         // Big matrices one at a time (memory stays near one of them), then the rest in parallel.
         for (i, w) in weights.iter().enumerate().filter(|(_, w)| alone(w)) {
             results[i] = Some(self.score_weight(w, Par::rayon(0), &bar));
