@@ -62,7 +62,9 @@ fn run(mut model: Model, step: &mut TrainStep<B, Model>, n: usize) -> (Model, Ve
     );
     let mut losses = Vec::new();
     for _ in 0..n {
-        let (next, metrics) = step.step(model, std::slice::from_ref(&batch), loss_of).unwrap();
+        let (next, metrics) = step
+            .step(model, std::slice::from_ref(&batch), loss_of)
+            .unwrap();
         model = next;
         losses.push(metrics.loss);
     }
