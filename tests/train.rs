@@ -298,32 +298,39 @@ fn a_failed_step_leaves_the_last_checkpoint_intact() {
     assert_eq!(names, ["checkpoint-1"]);
 }
 
-#[test]
-fn the_loop_checkpoints_and_a_resumed_run_continues_the_same_stream() {
-    use burn_spectrum::data::{Batch as DataBatch, Batches, Example};
-    use burn_spectrum::train::{TrainerOptions, latest_checkpoint, train};
-    let examples: Vec<Example> = (0..10)
+/// Ten sequences of 8 to 10 tokens, trained on every token.
+fn examples() -> Vec<burn_spectrum::data::Example> {
+    (0..10)
         .map(|k| {
             let ids: Vec<u32> = (0..(8 + k % 3))
                 .map(|t| ((t * 5 + k * 17) % 256) as u32)
                 .collect();
             let labels = ids.iter().map(|&i| i as i64).collect();
-            Example { ids, labels }
+            burn_spectrum::data::Example { ids, labels }
         })
-        .collect();
+        .collect()
+}
+
+/// The loss of a padded batch, as the trainer takes it.
+fn data_loss(m: &LlamaForCausalLM<B>, b: &burn_spectrum::data::Batch) -> MicroLoss<B> {
     let device = Default::default();
-    let loss_of = |m: &LlamaForCausalLM<B>, b: &DataBatch| {
-        let (rows, seq) = (b.ids.len(), b.ids[0].len());
-        let logits = m.forward_masked(ids_tensor(&b.ids, &device), Some(&b.attention_mask));
-        let flat: Vec<i64> = b.labels.iter().flatten().copied().collect();
-        MicroLoss {
-            loss: LlamaForCausalLM::causal_lm_loss(
-                logits,
-                Tensor::from_data(TensorData::new(flat, [rows, seq]), &device),
-            ),
-            tokens: b.target_tokens(),
-        }
-    };
+    let (rows, seq) = (b.ids.len(), b.ids[0].len());
+    let logits = m.forward_masked(ids_tensor(&b.ids, &device), Some(&b.attention_mask));
+    let flat: Vec<i64> = b.labels.iter().flatten().copied().collect();
+    MicroLoss {
+        loss: LlamaForCausalLM::causal_lm_loss(
+            logits,
+            Tensor::from_data(TensorData::new(flat, [rows, seq]), &device),
+        ),
+        tokens: b.target_tokens(),
+    }
+}
+
+#[test]
+fn the_loop_checkpoints_and_a_resumed_run_continues_the_same_stream() {
+    use burn_spectrum::data::Batches;
+    use burn_spectrum::train::{TrainerOptions, latest_checkpoint, train};
+    let examples = examples();
     let dir = tempfile::tempdir().unwrap();
     let options = TrainerOptions {
         steps: 6,
@@ -338,7 +345,7 @@ fn the_loop_checkpoints_and_a_resumed_run_continues_the_same_stream() {
     let ids = selected_ids(&m);
     let (m, mut step) = TrainStep::new(m, &ids, resume_config());
     let mut batches = Batches::new(&examples, 3, 0, options.seed).unwrap();
-    let (_, straight) = train(m, &mut step, &mut batches, loss_of, &options).unwrap();
+    let (_, straight) = train(m, &mut step, &mut batches, data_loss, &options).unwrap();
     assert_eq!(straight.metrics.len(), 6);
     let names: Vec<String> = straight
         .checkpoints
@@ -354,18 +361,34 @@ fn the_loop_checkpoints_and_a_resumed_run_continues_the_same_stream() {
     // Resume from step 4 as a new run would: fresh model, fresh step, the saved data position.
     let m = model();
     let ids = selected_ids(&m);
-    let (m, step) = TrainStep::new(m, &ids, resume_config());
-    let (m, mut step, state) = step.resume(m, &straight.checkpoints[1], &device).unwrap();
-    let mut batches = Batches::new(&examples, 3, 0, state.seed)
+    let fresh = TrainStep::new(m, &ids, resume_config());
+    let (_, resumed) = resume_run(fresh, &straight.checkpoints[1], &examples, &options);
+    assert_eq!(resumed.metrics, straight.metrics[4..]);
+}
+
+/// Resumes `checkpoint` onto a freshly prepared model and step and trains to the end, as a new
+/// process would.
+fn resume_run(
+    (model, step): (LlamaForCausalLM<B>, TrainStep<B, LlamaForCausalLM<B>>),
+    checkpoint: &std::path::Path,
+    examples: &[burn_spectrum::data::Example],
+    options: &burn_spectrum::train::TrainerOptions,
+) -> (
+    burn_spectrum::train::TrainerState,
+    burn_spectrum::train::TrainReport,
+) {
+    let (model, mut step, state) = step.resume(model, checkpoint, &Default::default()).unwrap();
+    let mut batches = burn_spectrum::data::Batches::new(examples, 3, 0, state.seed)
         .unwrap()
         .resume(state.data_position);
     let other_dir = tempfile::tempdir().unwrap();
-    let options = TrainerOptions {
+    let options = burn_spectrum::train::TrainerOptions {
         checkpoint_dir: other_dir.path().to_path_buf(),
-        ..options
+        ..options.clone()
     };
-    let (_, resumed) = train(m, &mut step, &mut batches, loss_of, &options).unwrap();
-    assert_eq!(resumed.metrics, straight.metrics[4..]);
+    let (_, report) =
+        burn_spectrum::train::train(model, &mut step, &mut batches, data_loss, &options).unwrap();
+    (state, report)
 }
 
 /// The ids of the parameters at `paths`, in that order.
@@ -460,32 +483,12 @@ fn retargeting_keeps_state_of_the_kept_and_drops_the_rest() {
 
 #[test]
 fn reselecting_between_epochs_changes_what_trains_and_resumes_exactly() {
-    use burn_spectrum::data::{Batch as DataBatch, Batches, Example};
+    use burn_spectrum::data::Batches;
     use burn_spectrum::train::{Reselect, SnrLrScaling, TrainerOptions, train};
     // 10 examples in batches of 3 (3 + 3 + 3 + 1) and 2 micro-batches a step: an epoch
     // completes every 2 steps.
-    let examples: Vec<Example> = (0..10)
-        .map(|k| {
-            let ids: Vec<u32> = (0..(8 + k % 3))
-                .map(|t| ((t * 11 + k * 7) % 256) as u32)
-                .collect();
-            let labels = ids.iter().map(|&i| i as i64).collect();
-            Example { ids, labels }
-        })
-        .collect();
+    let examples = examples();
     let device = Default::default();
-    let loss_of = |m: &LlamaForCausalLM<B>, b: &DataBatch| {
-        let (rows, seq) = (b.ids.len(), b.ids[0].len());
-        let logits = m.forward_masked(ids_tensor(&b.ids, &device), Some(&b.attention_mask));
-        let flat: Vec<i64> = b.labels.iter().flatten().copied().collect();
-        MicroLoss {
-            loss: LlamaForCausalLM::causal_lm_loss(
-                logits,
-                Tensor::from_data(TensorData::new(flat, [rows, seq]), &device),
-            ),
-            tokens: b.target_tokens(),
-        }
-    };
     // Four layers, so that a type has several trained weights to scale against each other.
     let weights = tempfile::tempdir().unwrap();
     let mut config = model().config().clone();
@@ -522,7 +525,7 @@ fn reselecting_between_epochs_changes_what_trains_and_resumes_exactly() {
     };
     let (m, mut step) = start();
     let mut batches = Batches::new(&examples, 3, 0, options.seed).unwrap();
-    let (m, straight) = train(m, &mut step, &mut batches, loss_of, &options).unwrap();
+    let (m, straight) = train(m, &mut step, &mut batches, data_loss, &options).unwrap();
     let at: Vec<(usize, u64)> = straight
         .reselections
         .iter()
@@ -554,18 +557,8 @@ fn reselecting_between_epochs_changes_what_trains_and_resumes_exactly() {
 
     // Resuming after the first re-selection: the weights trained then dropped, the new set
     // and its multipliers all come back from the checkpoint.
-    let (m, step) = start();
-    let (m, mut step, state) = step.resume(m, &straight.checkpoints[0], &device).unwrap();
+    let (state, resumed) = resume_run(start(), &straight.checkpoints[0], &examples, &options);
     assert_eq!(state.step, 2);
-    let mut batches = Batches::new(&examples, 3, 0, state.seed)
-        .unwrap()
-        .resume(state.data_position);
-    let other_dir = tempfile::tempdir().unwrap();
-    let options = TrainerOptions {
-        checkpoint_dir: other_dir.path().to_path_buf(),
-        ..options
-    };
-    let (_, resumed) = train(m, &mut step, &mut batches, loss_of, &options).unwrap();
     assert_eq!(resumed.metrics, straight.metrics[2..]);
     assert_eq!(resumed.reselections, straight.reselections[1..]);
 }
