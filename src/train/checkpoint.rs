@@ -84,7 +84,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
     /// the trainable set and multipliers of that moment (which re-selection may have changed),
     /// the optimizer state.
     pub fn resume(
-        mut self,
+        self,
         model: M,
         checkpoint: &Path,
         device: &B::Device,
@@ -102,14 +102,14 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
                 reason: format!("not an optimizer state: {e}"),
             }
         })?;
-        self = self.with_optimizer_record(&model, record, state.step);
         let lr_scales = targets
             .lr_scales
             .iter()
             .filter_map(|(path, &scale)| restored.get(path).map(|&id| (id, scale)))
             .collect();
-        self.restore_targets(restored.into_values().collect(), lr_scales);
-        Ok((model, self, state))
+        let trained = restored.into_values().collect();
+        let step = self.restored(&model, record, state.step, trained, lr_scales);
+        Ok((model, step, state))
     }
 
     /// The parameters trained so far as f32 tensors named by path, their ids, and which of

@@ -91,19 +91,16 @@ pub fn snr_lr_scales<B: Backend, M: Module<B>>(
         .filter(|p| p.require_grad)
         .map(|p| p.path.as_str())
         .collect();
-    let entries: Vec<SnrEntry> = report
-        .modules
-        .iter()
-        .map(|m| SnrEntry {
-            name: m.param_name.clone(),
-            module_type: m.module_type.clone(),
-            snr: m.score.snr as f64,
-        })
-        .collect();
-    let scales = scaling.scales(&entries, |name| trained.contains(name));
+    // The table names modules: a parameter name without `.weight`.
+    let scales = scaling.scales(&report.table().entries, |name| {
+        trained.contains(format!("{name}.weight").as_str())
+    });
     Ok(params
         .iter()
-        .filter_map(|p| scales.get(&p.path).map(|&s| (p.id, s)))
+        .filter_map(|p| {
+            let name = p.path.strip_suffix(".weight")?;
+            scales.get(name).map(|&s| (p.id, s))
+        })
         .collect())
 }
 

@@ -173,30 +173,24 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
         self.optimizer.to_record()
     }
 
-    /// This step with a restored optimizer state, `steps_done` steps into training, for
-    /// `model` whose parameters carry the checkpoint's ids.
-    pub(crate) fn with_optimizer_record(
+    /// This step as a checkpoint left it, `steps_done` steps into training, for `model` whose
+    /// parameters carry the checkpoint's ids and trainable flags: the optimizer state, the
+    /// parameters trained so far and the learning-rate multipliers.
+    pub(crate) fn restored(
         mut self,
         model: &M,
         record: <OptimizerAdaptor<AdamW, M, B> as Optimizer<M, B>>::Record,
         steps_done: usize,
+        trained: HashSet<ParamId>,
+        lr_scales: HashMap<ParamId, f64>,
     ) -> Self {
         self.optimizer = self.optimizer.load_record(record);
         self.trainable = trainable_params(model);
         self.step = steps_done;
-        self
-    }
-
-    /// Sets what a checkpoint restores besides the optimizer: the parameters trained so far
-    /// and the learning-rate multipliers.
-    pub(crate) fn restore_targets(
-        &mut self,
-        trained: HashSet<ParamId>,
-        lr_scales: HashMap<ParamId, f64>,
-    ) {
         self.trained = trained;
         self.trained.extend(self.trainable.iter().copied());
         self.lr_scales = lr_scales;
+        self
     }
 
     /// How many parameter tensors the optimizer keeps state for.
