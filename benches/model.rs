@@ -61,7 +61,7 @@ fn ours(dir: &Path) -> (f64, f64) {
     let tokenizer = Tokenizer::from_dir(dir).expect("tokenizer loads");
     let batch = random_ids(model.config().vocab_size);
     let forward = median_seconds(3, || {
-        let logits = model.forward(ids_tensor(&batch, &device));
+        let logits = model.forward(ids_tensor(&batch, &device).unwrap());
         let _ = logits.into_data();
     });
     let prompt = tokenizer

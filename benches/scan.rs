@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use burn_spectrum::SnrTable;
+use burn_spectrum::spectrum::{Selection, SnrTable};
 
 struct Run {
     seconds: f64,
@@ -81,9 +81,7 @@ fn compare(ours: &Path, theirs: &Path) -> (f64, bool) {
             assert_eq!(x.snr.is_infinite(), y.snr.is_infinite(), "{}", x.name);
         }
     }
-    let same = [25, 50]
-        .iter()
-        .all(|&p| a.select(p).unwrap().to_yaml() == b.select(p).unwrap().to_yaml());
+    let same = [25, 50].iter().all(|&p| select(&a, p) == select(&b, p));
     (worst, same)
 }
 
@@ -201,4 +199,9 @@ fn main() {
             work.path(),
         );
     }
+}
+
+/// spectrum.py's YAML of the top `pct`% of `table`.
+fn select(table: &SnrTable, pct: u32) -> String {
+    Selection::top_percent(table, pct).unwrap().to_yaml()
 }

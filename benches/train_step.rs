@@ -105,11 +105,16 @@ fn child(method_index: usize) {
     let flat: Vec<i64> = batch.labels.iter().flatten().copied().collect();
     let seq = batch.ids[0].len();
     let loss_of = |m: &LlamaForCausalLM<A>, b: &Batch| {
-        let logits = m.forward_masked(ids_tensor(&b.ids, &device), Some(&b.attention_mask));
+        let logits = m
+            .forward_masked(
+                ids_tensor(&b.ids, &device).unwrap(),
+                Some(&b.attention_mask),
+            )
+            .unwrap();
         let labels =
             Tensor::<A, 2, Int>::from_data(TensorData::new(flat.clone(), [BATCH, seq]), &device);
         MicroLoss {
-            loss: LlamaForCausalLM::causal_lm_loss(logits, labels),
+            loss: LlamaForCausalLM::causal_lm_loss(logits, labels).unwrap(),
             tokens: b.target_tokens(),
         }
     };

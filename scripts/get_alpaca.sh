@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetches the Alpaca demo data (DESIGN.md section 8): 999 records {instruction, input, output}
+# Fetches the Alpaca demo data (ARCHITECTURE.md, "Assets"): 999 records {instruction, input, output}
 # from the sdist of llamafactory==0.9.5 on PyPI, into assets/data/alpaca_en_demo.json.
 # Idempotent. Needs python3 with pip (only to download the sdist).
 set -euo pipefail

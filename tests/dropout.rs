@@ -45,11 +45,11 @@ struct Rows(Vec<Vec<u32>>);
 
 fn loss_of(model: &Model, Rows(ids): &Rows) -> MicroLoss<B> {
     let device = Default::default();
-    let logits = model.forward(ids_tensor(ids, &device));
+    let logits = model.forward(ids_tensor(ids, &device).unwrap());
     let flat: Vec<i64> = ids.iter().flatten().map(|&i| i as i64).collect();
     let labels = Tensor::from_data(TensorData::new(flat, [ids.len(), ids[0].len()]), &device);
     MicroLoss {
-        loss: LlamaForCausalLM::causal_lm_loss(logits, labels),
+        loss: LlamaForCausalLM::causal_lm_loss(logits, labels).unwrap(),
         tokens: ids.len() * (ids[0].len() - 1),
     }
 }

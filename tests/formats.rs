@@ -1,10 +1,10 @@
-//! spectrum.py's files: the six published tables (`../shared/reference/`), JSON with
+//! spectrum.py's files: the six published tables (`tests/fixtures/spectrum_snr_results/`), JSON with
 //! `Infinity`, the sorted form, and the unfrozen-parameters YAML as axolotl reads it.
 
 mod common;
 
-use burn_spectrum::spectrum::{Selection, SnrEntry, UnfrozenPattern};
-use burn_spectrum::{Error, SnrTable};
+use burn_spectrum::Error;
+use burn_spectrum::spectrum::{Selection, SnrEntry, SnrTable, UnfrozenPattern};
 use common::{PUBLISHED, close, published};
 
 /// spectrum.py's rule written out independently: per type (in order of first appearance),
@@ -44,7 +44,7 @@ fn select_on_published_tables_follows_the_rule() {
         let table = SnrTable::read(&published(name)).unwrap();
         assert!(table.entries.len() >= 12, "{name}");
         for pct in [0, 10, 25, 50, 100] {
-            let selection = table.select(pct as u32).unwrap();
+            let selection = Selection::top_percent(&table, pct as u32).unwrap();
             let got: Vec<&str> = selection.patterns().map(|p| p.as_str()).collect();
             assert_eq!(got, rule(&table, pct), "{name} at {pct}%");
         }
@@ -61,7 +61,7 @@ fn published_tables_have_infinity_and_stable_ties() {
         .count();
     assert_eq!(infinite, 61, "30 + 30 layer norms and model.norm");
     // All 30 input_layernorms are inf: the top 25% are the first 7 layers, in layer order.
-    let yaml = table.select(25).unwrap().to_yaml();
+    let yaml = Selection::top_percent(&table, 25).unwrap().to_yaml();
     let norms: Vec<&str> = yaml
         .lines()
         .skip_while(|l| *l != "# input_layernorm layers")
@@ -134,8 +134,8 @@ fn round_trip_with_infinity_and_nan() {
     // The sorted form reads back to the same selection.
     let sorted = SnrTable::parse(&table.to_sorted_json()).unwrap();
     assert_eq!(
-        sorted.select(50).unwrap().to_yaml(),
-        table.select(50).unwrap().to_yaml()
+        Selection::top_percent(&sorted, 50).unwrap().to_yaml(),
+        Selection::top_percent(&table, 50).unwrap().to_yaml()
     );
 }
 
@@ -146,8 +146,8 @@ fn sorted_form_gives_the_same_selection_as_plain_form() {
         let sorted = SnrTable::parse(&plain.to_sorted_json()).unwrap();
         for pct in [25, 50] {
             assert_eq!(
-                sorted.select(pct).unwrap().to_yaml(),
-                plain.select(pct).unwrap().to_yaml(),
+                Selection::top_percent(&sorted, pct).unwrap().to_yaml(),
+                Selection::top_percent(&plain, pct).unwrap().to_yaml(),
                 "{name}"
             );
         }
@@ -180,7 +180,10 @@ fn not_a_table_is_a_clear_error() {
 #[test]
 fn percent_above_100_is_an_error() {
     let table = SnrTable::read(&published(PUBLISHED[0])).unwrap();
-    assert!(matches!(table.select(101), Err(Error::InvalidPercent(101))));
+    assert!(matches!(
+        Selection::top_percent(&table, 101),
+        Err(Error::InvalidPercent(101))
+    ));
 }
 
 #[test]
@@ -208,7 +211,7 @@ fn patterns_match_like_axolotl() {
 #[test]
 fn yaml_round_trip_and_axolotl_config() {
     let table = SnrTable::read(&published("snr_results_mistralai-Mistral-7B-v0.1.json")).unwrap();
-    let selection = table.select(25).unwrap();
+    let selection = Selection::top_percent(&table, 25).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sel.yaml");
     std::fs::write(&path, selection.to_yaml()).unwrap();

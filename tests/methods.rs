@@ -47,9 +47,10 @@ fn each_method_trains_what_it_should() {
     let labels: Vec<i64> = ids.iter().flatten().map(|&i| i as i64).collect();
     let loss_of = |m: &LlamaForCausalLM<A>, _: &()| MicroLoss {
         loss: LlamaForCausalLM::causal_lm_loss(
-            m.forward(ids_tensor(&ids, &device)),
+            m.forward(ids_tensor(&ids, &device).unwrap()),
             Tensor::from_data(TensorData::new(labels.clone(), [2, 12]), &device),
-        ),
+        )
+        .unwrap(),
         tokens: 22,
     };
     let mut reports = Vec::new();
@@ -71,8 +72,7 @@ fn each_method_trains_what_it_should() {
 
         let up_proj = &prepared.model.model.layers[1].mlp.up_proj;
         let up_trains = up_proj
-            .weight
-            .as_ref()
+            .weight()
             .is_some_and(|w| prepared.trainable.contains(&w.id));
         assert!(!up_trains || matches!(method, Method::Full | Method::Spectrum(_)));
         let up_before = values(up_proj.base_weight());

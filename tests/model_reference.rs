@@ -82,12 +82,17 @@ fn logits_and_loss_equal_transformers() {
         let expected = Expected::read(name);
         let ids = expected.ids("input_ids");
         let padding = expected.ids("attention_mask");
-        let logits = model.forward_masked(ids_tensor(&ids, &Default::default()), Some(&padding));
+        let logits = model
+            .forward_masked(
+                ids_tensor(&ids, &Default::default()).unwrap(),
+                Some(&padding),
+            )
+            .unwrap();
         let diff = max_abs_diff(&values(logits.clone()), &expected.floats("logits"));
         eprintln!("{name}: max |logit difference| {diff:.2e}");
         assert!(diff < TOLERANCE, "{name}: logits differ by {diff}");
 
-        let loss = values(LlamaForCausalLM::causal_lm_loss(logits, expected.labels()))[0];
+        let loss = values(LlamaForCausalLM::causal_lm_loss(logits, expected.labels()).unwrap())[0];
         let want = expected.floats("loss")[0];
         assert!(
             (loss - want).abs() < TOLERANCE,
@@ -111,7 +116,7 @@ fn cached_steps_equal_transformers_generation() {
         let mut input = prompt.clone();
         for (step, want) in step_logits.chunks(vocab).enumerate() {
             let logits = model.forward_cached(
-                ids_tensor(&[input.clone()], &Default::default()),
+                ids_tensor(&[input.clone()], &Default::default()).unwrap(),
                 &mut cache,
             );
             let seq = logits.dims()[1];
@@ -169,7 +174,7 @@ fn save_then_load_is_exact() {
 
         let reloaded = load(dir.path());
         assert_eq!(reloaded.config(), model.config());
-        let ids = ids_tensor(&[vec![3, 1, 4, 1, 5, 9, 2, 6]], &Default::default());
+        let ids = ids_tensor(&[vec![3, 1, 4, 1, 5, 9, 2, 6]], &Default::default()).unwrap();
         assert_eq!(
             values(model.forward(ids.clone())),
             values(reloaded.forward(ids))
@@ -272,15 +277,15 @@ fn unsupported_configs_are_errors() {
 
 #[test]
 fn spectrum_scan_of_the_model_equals_the_scan_of_its_checkpoint() {
-    use burn_spectrum::{SpectrumSelector, Threshold};
+    use burn_spectrum::spectrum::{SpectrumSelector, Threshold};
     let dir = common::fixture("models/llama_gqa");
     let model = load(&dir);
     let selector = SpectrumSelector::new(Threshold::Spectrum);
     let from_model = selector.scan_module(&model).unwrap();
     let from_file = selector
-        .scan_checkpoint(&dir.join("model.safetensors"))
+        .scan_safetensors(&dir.join("model.safetensors"))
         .unwrap();
-    let snrs = |report: &burn_spectrum::ScanReport| {
+    let snrs = |report: &burn_spectrum::spectrum::ScanReport| {
         let mut v: Vec<(String, f64)> = report
             .modules
             .iter()
@@ -303,4 +308,47 @@ fn spectrum_scan_of_the_model_equals_the_scan_of_its_checkpoint() {
         selection.is_selected("model.layers.0.self_attn.q_proj.weight")
             || selection.is_selected("model.layers.1.self_attn.q_proj.weight")
     );
+}
+
+/// Inputs that used to panic inside the model now give typed errors.
+#[test]
+fn malformed_inputs_are_errors_not_panics() {
+    let device = Default::default();
+    let model = load(&common::fixture("models/llama_gqa"));
+    // Rows of different lengths cannot make one `[batch, seq]` tensor.
+    let ragged = ids_tensor::<B>(&[vec![1, 2, 3], vec![4, 5]], &device);
+    assert!(matches!(
+        ragged,
+        Err(Error::RaggedBatch {
+            row: 1,
+            len: 2,
+            expected: 3
+        })
+    ));
+    // A mask shorter than the ids.
+    let ids = ids_tensor::<B>(&[vec![1, 2, 3], vec![4, 5, 6]], &device).unwrap();
+    let short_mask = vec![vec![1, 1, 1], vec![1, 1]];
+    let err = model
+        .forward_masked(ids.clone(), Some(&short_mask))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::MaskShape {
+                batch: 2,
+                seq: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // One position predicts nothing; labels of another shape cannot be scored.
+    let one = ids_tensor::<B>(&[vec![7]], &device).unwrap();
+    let logits = model.forward(one.clone());
+    let err = LlamaForCausalLM::causal_lm_loss(logits, one).unwrap_err();
+    assert!(matches!(err, Error::LossShape { .. }), "{err}");
+    let logits = model.forward(ids.clone());
+    let wrong = ids.narrow(1, 0, 2);
+    let err = LlamaForCausalLM::causal_lm_loss(logits, wrong).unwrap_err();
+    assert!(matches!(err, Error::LossShape { .. }), "{err}");
 }

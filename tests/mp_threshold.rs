@@ -3,13 +3,13 @@
 
 mod common;
 
-use burn_spectrum::spectrum::singular_values::{Method, singular_values};
-use burn_spectrum::spectrum::snr::{Threshold, score};
+use burn_spectrum::spectrum::{SvdMethod, singular_values};
+use burn_spectrum::spectrum::{Threshold, score};
 use common::Gaussian;
 
 fn values(data: &[f64], rows: usize, cols: usize) -> Vec<f32> {
     let data: Vec<f32> = data.iter().map(|&v| v as f32).collect();
-    singular_values(&data, rows, cols, Method::Gram, faer::Par::rayon(0)).unwrap()
+    singular_values(&data, rows, cols, SvdMethod::Gram, faer::Par::rayon(0)).unwrap()
 }
 
 fn mp_score(data: &[f64], rows: usize, cols: usize) -> burn_spectrum::spectrum::SnrScore {
@@ -29,7 +29,7 @@ fn pure_noise_has_almost_no_signal() {
             got.signal_count
         );
         // spectrum.py's rule, on the same matrix, calls most of it signal: the weakness the
-        // `mp` threshold fixes (DESIGN.md section 3).
+        // `mp` threshold fixes (ARCHITECTURE.md, "The `mp` threshold").
         let spectrum = score(&sv, rows, cols, Threshold::Spectrum);
         assert!(
             spectrum.signal_count > rows.min(cols) / 5,

@@ -3,8 +3,8 @@
 
 mod common;
 
-use burn_spectrum::spectrum::singular_values::{Method, singular_values};
-use burn_spectrum::spectrum::snr::{Threshold, quantile, score};
+use burn_spectrum::spectrum::{SvdMethod, singular_values};
+use burn_spectrum::spectrum::{Threshold, quantile, score};
 use common::{close, fixture};
 use serde_json::Value;
 
@@ -86,7 +86,7 @@ fn score_from_our_singular_values_matches_spectrum_py() {
     for case in cases()["matrices"].as_array().unwrap() {
         let (rows, cols) = matrix_shape(case);
         let data = floats(&case["data"]);
-        for method in [Method::Gram, Method::Svd] {
+        for method in [SvdMethod::Gram, SvdMethod::Svd] {
             let sv = singular_values(&data, rows, cols, method, faer::Par::Seq).unwrap();
             check(case, &sv, &format!("{method:?}"), 2e-5);
         }

@@ -8,11 +8,12 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor, TensorData};
+use burn_spectrum::Error;
 use burn_spectrum::model::{LlamaForCausalLM, ids_tensor};
+use burn_spectrum::spectrum::{SpectrumSelector, Threshold};
 use burn_spectrum::train::{
     LrSchedule, MicroLoss, TrainConfig, TrainStep, clip_grad_norm, count_params, global_grad_norm,
 };
-use burn_spectrum::{Error, SpectrumSelector, Threshold};
 
 type B = Autodiff<Flex>;
 
@@ -72,7 +73,7 @@ fn batches() -> Vec<Batch> {
 
 fn lm_loss(model: &LlamaForCausalLM<B>, batch: &Batch) -> MicroLoss<B> {
     let device = Default::default();
-    let logits = model.forward(ids_tensor(&batch.ids, &device));
+    let logits = model.forward(ids_tensor(&batch.ids, &device).unwrap());
     let flat: Vec<i64> = batch.labels.iter().flatten().copied().collect();
     let labels = Tensor::<B, 2, Int>::from_data(
         TensorData::new(flat, [batch.ids.len(), batch.ids[0].len()]),
@@ -80,7 +81,7 @@ fn lm_loss(model: &LlamaForCausalLM<B>, batch: &Batch) -> MicroLoss<B> {
     );
     let tokens = batch.ids.len() * (batch.ids[0].len() - 1);
     MicroLoss {
-        loss: LlamaForCausalLM::causal_lm_loss(logits, labels),
+        loss: LlamaForCausalLM::causal_lm_loss(logits, labels).unwrap(),
         tokens,
     }
 }
@@ -315,13 +316,19 @@ fn examples() -> Vec<burn_spectrum::data::Example> {
 fn data_loss(m: &LlamaForCausalLM<B>, b: &burn_spectrum::data::Batch) -> MicroLoss<B> {
     let device = Default::default();
     let (rows, seq) = (b.ids.len(), b.ids[0].len());
-    let logits = m.forward_masked(ids_tensor(&b.ids, &device), Some(&b.attention_mask));
+    let logits = m
+        .forward_masked(
+            ids_tensor(&b.ids, &device).unwrap(),
+            Some(&b.attention_mask),
+        )
+        .unwrap();
     let flat: Vec<i64> = b.labels.iter().flatten().copied().collect();
     MicroLoss {
         loss: LlamaForCausalLM::causal_lm_loss(
             logits,
             Tensor::from_data(TensorData::new(flat, [rows, seq]), &device),
-        ),
+        )
+        .unwrap(),
         tokens: b.target_tokens(),
     }
 }
@@ -337,14 +344,13 @@ fn the_loop_checkpoints_and_a_resumed_run_continues_the_same_stream() {
         accumulation: 2,
         checkpoint_every: Some(2),
         checkpoint_dir: dir.path().to_path_buf(),
-        seed: 9,
         progress: false,
         reselect: None,
     };
     let m = model();
     let ids = selected_ids(&m);
     let (m, mut step) = TrainStep::new(m, &ids, resume_config());
-    let mut batches = Batches::new(&examples, 3, 0, options.seed).unwrap();
+    let mut batches = Batches::new(&examples, 3, 0, step.config().seed).unwrap();
     let (_, straight) = train(m, &mut step, &mut batches, data_loss, &options).unwrap();
     assert_eq!(straight.metrics.len(), 6);
     let names: Vec<String> = straight
@@ -393,7 +399,7 @@ fn resume_run(
 
 /// The ids of the parameters at `paths`, in that order.
 fn ids_at(model: &LlamaForCausalLM<B>, paths: &[&str]) -> Vec<ParamId> {
-    let params = burn_spectrum::params::float_params(model);
+    let params = burn_spectrum::nn::float_params(model);
     paths
         .iter()
         .map(|path| {
@@ -447,7 +453,7 @@ fn each_parameter_steps_at_its_own_learning_rate_multiple() {
     }
     assert!(matches!(
         step.set_lr_scales([(ids[0], -1.0)].into_iter().collect()),
-        Err(Error::InvalidArgument(_))
+        Err(Error::InvalidSetting { .. })
     ));
 }
 
@@ -493,7 +499,8 @@ fn reselecting_between_epochs_changes_what_trains_and_resumes_exactly() {
     let weights = tempfile::tempdir().unwrap();
     let mut config = model().config().clone();
     config.num_hidden_layers = 4;
-    LlamaForCausalLM::<B>::new(&config, &device)
+    config
+        .init::<B>(&device)
         .save_pretrained(weights.path())
         .unwrap();
     let start = || {
@@ -515,7 +522,6 @@ fn reselecting_between_epochs_changes_what_trains_and_resumes_exactly() {
         accumulation: 2,
         checkpoint_every: Some(2),
         checkpoint_dir: dir.path().to_path_buf(),
-        seed: 3,
         progress: false,
         // Fewer than the 75% trained at the start, so some weights must stop training.
         reselect: Some(Reselect {
@@ -524,7 +530,7 @@ fn reselecting_between_epochs_changes_what_trains_and_resumes_exactly() {
         }),
     };
     let (m, mut step) = start();
-    let mut batches = Batches::new(&examples, 3, 0, options.seed).unwrap();
+    let mut batches = Batches::new(&examples, 3, 0, step.config().seed).unwrap();
     let (m, straight) = train(m, &mut step, &mut batches, data_loss, &options).unwrap();
     let at: Vec<(usize, u64)> = straight
         .reselections

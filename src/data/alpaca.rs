@@ -9,15 +9,18 @@ use crate::error::{Error, Result};
 /// One instruction-following example.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AlpacaRecord {
+    /// The task.
     pub instruction: String,
     /// Extra context; empty when the task has none.
     pub input: String,
+    /// The answer to learn.
     pub output: String,
 }
 
 /// The records of a file, and what was left out.
 #[derive(Clone, Debug, Default)]
 pub struct AlpacaData {
+    /// The usable records, in file order.
     pub records: Vec<AlpacaRecord>,
     /// `(index in the file, reason)` of each entry that was not a usable record.
     pub skipped: Vec<(usize, String)>,
@@ -29,14 +32,22 @@ pub struct AlpacaData {
 /// a JSON array is an error.
 pub fn read_alpaca(path: &Path) -> Result<AlpacaData> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    parse_alpaca(&text).map_err(|reason| Error::InvalidData {
+    alpaca_records(&text).map_err(|reason| Error::InvalidData {
         path: path.to_path_buf(),
         reason,
     })
 }
 
-/// [`read_alpaca`] on the text of a file.
-pub fn parse_alpaca(text: &str) -> std::result::Result<AlpacaData, String> {
+/// [`read_alpaca`] on the text of a file; [`Error::Parse`] when it is not a JSON array.
+pub fn parse_alpaca(text: &str) -> Result<AlpacaData> {
+    alpaca_records(text).map_err(|reason| Error::Parse {
+        format: "Alpaca JSON",
+        reason,
+    })
+}
+
+/// The records of the text, or the reason it is not Alpaca JSON.
+fn alpaca_records(text: &str) -> std::result::Result<AlpacaData, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let entries = value
         .as_array()

@@ -56,6 +56,7 @@ impl Batch {
 /// Where a [`Batches`] stands: enough to resume at the same batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct DataPosition {
+    /// Epochs completed.
     pub epoch: u64,
     /// Examples already handed out in this epoch.
     pub offset: usize,
@@ -76,10 +77,11 @@ impl<'a> Batches<'a> {
     /// Batches of `batch_size` (the last of an epoch may be smaller).
     pub fn new(examples: &'a [Example], batch_size: usize, pad_id: u32, seed: u64) -> Result<Self> {
         if examples.is_empty() || batch_size == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "batches need examples and a positive batch size (got {} examples, batch size {batch_size})",
-                examples.len()
-            )));
+            return Err(Error::InvalidSetting {
+                name: "batches",
+                value: format!("of {batch_size} from {} examples", examples.len()),
+                expected: "need examples and a positive batch size",
+            });
         }
         let mut batches = Batches {
             examples,
@@ -100,6 +102,7 @@ impl<'a> Batches<'a> {
         self
     }
 
+    /// Where the stream is: resume a new stream here to continue it.
     pub fn data_position(&self) -> DataPosition {
         self.position
     }

@@ -35,6 +35,7 @@ pub struct Example {
 /// What happened to a record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Encoded {
+    /// The record fits.
     Whole(Example),
     /// Cut to `max_len`; some response tokens remain.
     Truncated(Example),

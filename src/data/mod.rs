@@ -21,7 +21,9 @@ use crate::model::Tokenizer;
 /// Training and held-out examples, and an account of the records that did not make it.
 #[derive(Clone, Debug)]
 pub struct PreparedData {
+    /// Examples to train on, shuffled.
     pub train: Vec<Example>,
+    /// Held-out examples.
     pub eval: Vec<Example>,
     /// Records whose prompt alone filled `max_len` (dropped).
     pub too_long: usize,

@@ -1,11 +1,42 @@
 //! Multi-head self-attention with grouped key/value heads (GQA), as Llama and Mistral use it.
 
+use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Bool, Tensor, activation::softmax, backend::Backend};
 
 use super::cache::KvCache;
-use super::projection::Projection;
-use super::rope::RopeTables;
+use crate::nn::RopeTables;
+use crate::nn::{Projection, ProjectionConfig};
+
+/// The widths of an [`Attention`] block.
+#[derive(Config, Debug)]
+pub struct AttentionConfig {
+    /// The model width.
+    pub hidden: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads; `heads` is a multiple of it.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+impl AttentionConfig {
+    /// A randomly initialised block.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Attention<B> {
+        let (hidden, q_width) = (self.hidden, self.heads * self.head_dim);
+        let kv_width = self.kv_heads * self.head_dim;
+        Attention {
+            q_proj: ProjectionConfig::new(hidden, q_width).init(device),
+            k_proj: ProjectionConfig::new(hidden, kv_width).init(device),
+            v_proj: ProjectionConfig::new(hidden, kv_width).init(device),
+            o_proj: ProjectionConfig::new(q_width, hidden).init(device),
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+        }
+    }
+}
 
 /// The projections of one attention block, named as in Hugging Face checkpoints.
 #[derive(Module, Debug)]
@@ -24,57 +55,19 @@ pub struct Attention<B: Backend> {
 }
 
 /// What the attention of one layer needs besides its input.
-pub struct AttentionContext<B: Backend> {
+pub(crate) struct AttentionContext<B: Backend> {
     /// Rotations of the queries, `[batch, heads, seq, head_dim]`.
-    pub rope_q: RopeTables<B>,
+    pub(crate) rope_q: RopeTables<B>,
     /// Rotations of the keys, `[batch, kv_heads, seq, head_dim]`.
-    pub rope_k: RopeTables<B>,
+    pub(crate) rope_k: RopeTables<B>,
     /// `[batch, heads, queries, keys]`, `true` where attention is forbidden.
-    pub mask: Tensor<B, 4, Bool>,
+    pub(crate) mask: Tensor<B, 4, Bool>,
 }
 
 impl<B: Backend> Attention<B> {
-    pub fn new(
-        hidden: usize,
-        heads: usize,
-        kv_heads: usize,
-        head_dim: usize,
-        device: &B::Device,
-    ) -> Self {
-        Self::from_projections(
-            [
-                Projection::new(hidden, heads * head_dim, device),
-                Projection::new(hidden, kv_heads * head_dim, device),
-                Projection::new(hidden, kv_heads * head_dim, device),
-                Projection::new(heads * head_dim, hidden, device),
-            ],
-            heads,
-            kv_heads,
-            head_dim,
-        )
-    }
-
-    /// From `[q, k, v, o]` projections.
-    pub fn from_projections(
-        [q_proj, k_proj, v_proj, o_proj]: [Projection<B>; 4],
-        heads: usize,
-        kv_heads: usize,
-        head_dim: usize,
-    ) -> Self {
-        Attention {
-            q_proj,
-            k_proj,
-            v_proj,
-            o_proj,
-            heads,
-            kv_heads,
-            head_dim,
-        }
-    }
-
     /// # Shapes
     /// - x: `[batch, seq, hidden]`, returned in the same shape.
-    pub fn forward(
+    pub(crate) fn forward(
         &self,
         x: Tensor<B, 3>,
         context: &AttentionContext<B>,

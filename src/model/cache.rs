@@ -26,6 +26,7 @@ impl<B: Backend> KvCache<B> {
         }
     }
 
+    /// Whether no position is cached yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

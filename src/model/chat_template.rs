@@ -2,12 +2,32 @@
 
 use minijinja::{Environment, Error as JinjaError, ErrorKind, context};
 
-use super::tokenizer::ChatMessage;
+use serde::Serialize;
+
 use crate::error::{Error, Result};
+
+/// One chat turn: `role` is `system`, `user` or `assistant`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The turn's text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A user turn.
+    pub fn user(content: &str) -> Self {
+        ChatMessage {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+}
 
 /// Renders a chat template with the variables transformers passes: `messages`,
 /// `add_generation_prompt`, `bos_token`, `eos_token`, and the `raise_exception` function.
-pub fn render(
+pub(super) fn render(
     template: &str,
     messages: &[ChatMessage],
     add_generation_prompt: bool,

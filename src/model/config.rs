@@ -6,22 +6,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::nn::Llama3RopeScaling;
 
 /// The architecture a checkpoint declares in `model_type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelType {
+    /// `llama`
     Llama,
+    /// `mistral` (sliding-window attention)
     Mistral,
-}
-
-/// Llama 3.1's frequency-dependent RoPE scaling (`rope_scaling.rope_type == "llama3"`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Llama3RopeScaling {
-    pub factor: f64,
-    pub low_freq_factor: f64,
-    pub high_freq_factor: f64,
-    pub original_max_position_embeddings: usize,
 }
 
 /// Hyper-parameters of a Llama or Mistral causal LM, as `config.json` names them.
@@ -30,23 +24,37 @@ pub struct Llama3RopeScaling {
 /// `model_type`, an unknown `rope_scaling`) instead of ignoring it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlamaConfig {
+    /// `model_type`
     pub model_type: ModelType,
+    /// Tokens in the vocabulary.
     pub vocab_size: usize,
+    /// The model width.
     pub hidden_size: usize,
+    /// The MLP's inner width.
     pub intermediate_size: usize,
+    /// Decoder layers.
     pub num_hidden_layers: usize,
+    /// Query heads.
     pub num_attention_heads: usize,
+    /// Key/value heads (GQA); equal to the query heads unless given.
     pub num_key_value_heads: usize,
     /// Width of one attention head; `hidden_size / num_attention_heads` unless given.
     pub head_dim: usize,
+    /// Epsilon of every RMSNorm.
     pub rms_norm_eps: f64,
+    /// RoPE base.
     pub rope_theta: f64,
+    /// Llama 3's RoPE scaling, when configured.
     pub rope_scaling: Option<Llama3RopeScaling>,
     /// Mistral: a query attends to at most this many positions, itself included.
     pub sliding_window: Option<usize>,
+    /// The head shares the embedding (no `lm_head` tensor).
     pub tie_word_embeddings: bool,
+    /// The longest sequence the model was trained for.
     pub max_position_embeddings: usize,
+    /// Beginning-of-sequence token, if any.
     pub bos_token_id: Option<u32>,
+    /// End-of-sequence tokens (`eos_token_id`, an id or a list).
     pub eos_token_ids: Vec<u32>,
     /// The whole `config.json` as read, so that saving keeps keys we do not interpret.
     pub raw: Map<String, Value>,
@@ -61,72 +69,82 @@ impl LlamaConfig {
             path.to_path_buf()
         };
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        Self::from_json(&text).map_err(|reason| Error::InvalidConfig { path, reason })
+        parse_config(&text).map_err(|reason| Error::InvalidConfig { path, reason })
     }
 
-    /// Parses the text of a `config.json`; the error is a reason to show the user.
-    pub fn from_json(text: &str) -> std::result::Result<Self, String> {
-        let raw: Map<String, Value> =
-            serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
-        let fields = Fields(&raw);
-        let model_type = match fields.str("model_type")? {
-            "llama" => ModelType::Llama,
-            "mistral" => ModelType::Mistral,
-            other => {
-                return Err(format!(
-                    "model_type `{other}` is not supported (supported: llama, mistral)"
-                ));
-            }
-        };
-        let hidden_size = fields.usize("hidden_size")?;
-        let num_attention_heads = fields.usize("num_attention_heads")?;
-        if num_attention_heads == 0 || hidden_size == 0 {
-            return Err("hidden_size and num_attention_heads must be positive".into());
-        }
-        let num_key_value_heads = fields
-            .opt_usize("num_key_value_heads")?
-            .unwrap_or(num_attention_heads);
-        if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
-            return Err(format!(
-                "num_attention_heads ({num_attention_heads}) must be a multiple of \
-                 num_key_value_heads ({num_key_value_heads})"
-            ));
-        }
-        let head_dim = fields
-            .opt_usize("head_dim")?
-            .unwrap_or(hidden_size / num_attention_heads);
-        if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(format!("head_dim {head_dim} must be positive and even"));
-        }
-        let sliding_window = match model_type {
-            ModelType::Mistral => fields.opt_usize("sliding_window")?,
-            // transformers' Llama has no sliding window; a stray key must not change the maths.
-            ModelType::Llama => None,
-        };
-        if sliding_window == Some(0) {
-            return Err("sliding_window 0 would mask every position".into());
-        }
-        Ok(LlamaConfig {
-            model_type,
-            vocab_size: fields.usize("vocab_size")?,
-            hidden_size,
-            intermediate_size: fields.usize("intermediate_size")?,
-            num_hidden_layers: fields.usize("num_hidden_layers")?,
-            num_attention_heads,
-            num_key_value_heads,
-            head_dim,
-            rms_norm_eps: fields.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
-            rope_theta: fields.opt_f64("rope_theta")?.unwrap_or(10000.0),
-            rope_scaling: rope_scaling(raw.get("rope_scaling"))?,
-            sliding_window,
-            tie_word_embeddings: fields.opt_bool("tie_word_embeddings")?.unwrap_or(false),
-            max_position_embeddings: fields.opt_usize("max_position_embeddings")?.unwrap_or(2048),
-            bos_token_id: fields.opt_usize("bos_token_id")?.map(|id| id as u32),
-            eos_token_ids: eos_token_ids(raw.get("eos_token_id"))?,
-            raw: raw.clone(),
+    /// Parses the text of a `config.json`; [`Error::Parse`] says what is wrong.
+    pub fn from_json(text: &str) -> Result<Self> {
+        parse_config(text).map_err(|reason| Error::Parse {
+            format: "a Llama or Mistral config.json",
+            reason,
         })
     }
+}
 
+/// The config in `text`, or the reason to show the user.
+fn parse_config(text: &str) -> std::result::Result<LlamaConfig, String> {
+    let raw: Map<String, Value> =
+        serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
+    let fields = Fields(&raw);
+    let model_type = match fields.str("model_type")? {
+        "llama" => ModelType::Llama,
+        "mistral" => ModelType::Mistral,
+        other => {
+            return Err(format!(
+                "model_type `{other}` is not supported (supported: llama, mistral)"
+            ));
+        }
+    };
+    let hidden_size = fields.usize("hidden_size")?;
+    let num_attention_heads = fields.usize("num_attention_heads")?;
+    if num_attention_heads == 0 || hidden_size == 0 {
+        return Err("hidden_size and num_attention_heads must be positive".into());
+    }
+    let num_key_value_heads = fields
+        .opt_usize("num_key_value_heads")?
+        .unwrap_or(num_attention_heads);
+    if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+        return Err(format!(
+            "num_attention_heads ({num_attention_heads}) must be a multiple of \
+                 num_key_value_heads ({num_key_value_heads})"
+        ));
+    }
+    let head_dim = fields
+        .opt_usize("head_dim")?
+        .unwrap_or(hidden_size / num_attention_heads);
+    if head_dim == 0 || head_dim % 2 != 0 {
+        return Err(format!("head_dim {head_dim} must be positive and even"));
+    }
+    let sliding_window = match model_type {
+        ModelType::Mistral => fields.opt_usize("sliding_window")?,
+        // transformers' Llama has no sliding window; a stray key must not change the maths.
+        ModelType::Llama => None,
+    };
+    if sliding_window == Some(0) {
+        return Err("sliding_window 0 would mask every position".into());
+    }
+    Ok(LlamaConfig {
+        model_type,
+        vocab_size: fields.usize("vocab_size")?,
+        hidden_size,
+        intermediate_size: fields.usize("intermediate_size")?,
+        num_hidden_layers: fields.usize("num_hidden_layers")?,
+        num_attention_heads,
+        num_key_value_heads,
+        head_dim,
+        rms_norm_eps: fields.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
+        rope_theta: fields.opt_f64("rope_theta")?.unwrap_or(10000.0),
+        rope_scaling: rope_scaling(raw.get("rope_scaling"))?,
+        sliding_window,
+        tie_word_embeddings: fields.opt_bool("tie_word_embeddings")?.unwrap_or(false),
+        max_position_embeddings: fields.opt_usize("max_position_embeddings")?.unwrap_or(2048),
+        bos_token_id: fields.opt_usize("bos_token_id")?.map(|id| id as u32),
+        eos_token_ids: eos_token_ids(raw.get("eos_token_id"))?,
+        raw: raw.clone(),
+    })
+}
+
+impl LlamaConfig {
     /// The `config.json` to write: the keys read, with the fields above written back.
     pub fn to_json(&self) -> Value {
         let mut raw = self.raw.clone();
@@ -257,12 +275,12 @@ mod tests {
         "intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2}"#;
 
     fn with(extra: &str) -> std::result::Result<LlamaConfig, String> {
-        LlamaConfig::from_json(&BASE.replace('}', &format!(",{extra}}}")))
+        parse_config(&BASE.replace('}', &format!(",{extra}}}")))
     }
 
     #[test]
     fn defaults_follow_transformers() {
-        let config = LlamaConfig::from_json(BASE).unwrap();
+        let config = parse_config(BASE).unwrap();
         assert_eq!(config.num_key_value_heads, 2);
         assert_eq!(config.head_dim, 4);
         assert_eq!(config.rope_theta, 10000.0);
@@ -272,11 +290,11 @@ mod tests {
     #[test]
     fn unsupported_things_are_errors() {
         let qwen = BASE.replace("llama", "qwen2");
-        assert!(LlamaConfig::from_json(&qwen).unwrap_err().contains("qwen2"));
+        assert!(parse_config(&qwen).unwrap_err().contains("qwen2"));
         let yarn = with(r#""rope_scaling":{"rope_type":"yarn","factor":4.0}"#);
         assert!(yarn.unwrap_err().contains("yarn"));
         assert!(with(r#""num_key_value_heads":3"#).is_err());
-        assert!(LlamaConfig::from_json("[1]").is_err());
+        assert!(parse_config("[1]").is_err());
     }
 
     #[test]

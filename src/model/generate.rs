@@ -2,16 +2,17 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::cache::KvCache;
 use super::config::LlamaConfig;
-use super::llama::{LlamaForCausalLM, ids_tensor};
+use super::llama::LlamaForCausalLM;
 use super::sampling::sample;
 use super::tokenizer::Tokenizer;
 use crate::error::{Error, Result};
+use crate::nn::f32_values;
 
 /// How to continue a prompt.
 #[derive(Clone, Debug)]
@@ -45,16 +46,18 @@ impl GenerationConfig {
     /// non-finite temperature.
     pub fn validate(&self) -> Result<()> {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::InvalidArgument(format!(
-                "top-p {} is outside (0, 1]",
-                self.top_p
-            )));
+            return Err(Error::InvalidSetting {
+                name: "top-p",
+                value: self.top_p.to_string(),
+                expected: "within (0, 1]",
+            });
         }
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "temperature {} must be 0 (greedy) or positive",
-                self.temperature
-            )));
+            return Err(Error::InvalidSetting {
+                name: "temperature",
+                value: self.temperature.to_string(),
+                expected: "0 (greedy) or positive",
+            });
         }
         Ok(())
     }
@@ -63,6 +66,7 @@ impl GenerationConfig {
 /// What [`generate`] produced.
 #[derive(Clone, Debug)]
 pub struct Generation {
+    /// The prompt as given.
     pub prompt_ids: Vec<u32>,
     /// The new tokens, the stopping EOS included when one was produced.
     pub generated_ids: Vec<u32>,
@@ -80,13 +84,11 @@ pub fn generate<B: Backend>(
 ) -> Result<Generation> {
     config.validate()?;
     if prompt_ids.is_empty() {
-        return Err(Error::InvalidArgument("the prompt has no tokens".into()));
+        return Err(Error::EmptyPrompt);
     }
     let vocab = model.config().vocab_size;
     if let Some(&bad) = prompt_ids.iter().find(|&&id| id as usize >= vocab) {
-        return Err(Error::InvalidArgument(format!(
-            "token id {bad} is outside the vocabulary of {vocab}"
-        )));
+        return Err(Error::TokenOutOfVocabulary { id: bad, vocab });
     }
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut cache = KvCache::new(model.config().num_hidden_layers);
@@ -116,15 +118,14 @@ fn last_logits<B: Backend>(
     cache: &mut KvCache<B>,
     device: &B::Device,
 ) -> Vec<f32> {
-    let logits = model.forward_cached(ids_tensor(&[ids.to_vec()], device), cache);
+    // One row: never ragged.
+    let row = Tensor::from_data(
+        TensorData::new(ids.iter().map(|&id| id as i64).collect(), [1, ids.len()]),
+        device,
+    );
+    let logits = model.forward_cached(row, cache);
     let [_, seq, vocab] = logits.dims();
-    logits
-        .narrow(1, seq - 1, 1)
-        .reshape([vocab])
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("converted to f32 just above")
+    f32_values(logits.narrow(1, seq - 1, 1).reshape([vocab]))
 }
 
 /// The tokens that end generation for the model in `dir`: `eos_token_id` of `config.json`

@@ -4,15 +4,13 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::{Int, Tensor, TensorData, activation::log_softmax, backend::Backend};
 
-use super::attention::{Attention, AttentionContext};
+use super::attention::{AttentionConfig, AttentionContext};
 use super::cache::KvCache;
 use super::config::LlamaConfig;
-use super::decoder::DecoderLayer;
-use super::mask::attention_mask;
-use super::mlp::Mlp;
-use super::projection::Projection;
-use super::rms_norm::RmsNorm;
-use super::rope::Rope;
+use super::decoder::{DecoderLayer, DecoderLayerConfig};
+use super::mlp::MlpConfig;
+use crate::error::{Error, Result};
+use crate::nn::{Projection, ProjectionConfig, RmsNorm, RmsNormConfig, Rope, attention_mask};
 
 /// The label that the loss ignores, as in PyTorch's `CrossEntropyLoss`.
 pub const IGNORE_INDEX: i64 = -100;
@@ -22,7 +20,9 @@ pub const IGNORE_INDEX: i64 = -100;
 pub struct LlamaModel<B: Backend> {
     /// `[vocab, hidden]`
     pub embed_tokens: Embedding<B>,
+    /// `model.layers.N`
     pub layers: Vec<DecoderLayer<B>>,
+    /// The final norm.
     pub norm: RmsNorm<B>,
 }
 
@@ -33,6 +33,7 @@ pub struct LlamaModel<B: Backend> {
 /// they are. Linear weights are stored `[in, out]` (Burn's layout), the transpose of the file's.
 #[derive(Module, Debug)]
 pub struct LlamaForCausalLM<B: Backend> {
+    /// The transformer body.
     pub model: LlamaModel<B>,
     /// `None` when the head shares `model.embed_tokens` (`tie_word_embeddings`).
     pub lm_head: Option<Projection<B>>,
@@ -42,46 +43,70 @@ pub struct LlamaForCausalLM<B: Backend> {
     rope: Rope,
 }
 
-impl<B: Backend> LlamaForCausalLM<B> {
-    /// A randomly initialised model.
-    pub fn new(config: &LlamaConfig, device: &B::Device) -> Self {
-        let c = config;
-        let layer = |_| DecoderLayer {
-            self_attn: Attention::new(
-                c.hidden_size,
-                c.num_attention_heads,
-                c.num_key_value_heads,
-                c.head_dim,
-                device,
-            ),
-            mlp: Mlp::new(c.hidden_size, c.intermediate_size, device),
-            input_layernorm: RmsNorm::new(c.hidden_size, c.rms_norm_eps, device),
-            post_attention_layernorm: RmsNorm::new(c.hidden_size, c.rms_norm_eps, device),
-        };
-        let model = LlamaModel {
-            embed_tokens: EmbeddingConfig::new(c.vocab_size, c.hidden_size).init(device),
-            layers: (0..c.num_hidden_layers).map(layer).collect(),
-            norm: RmsNorm::new(c.hidden_size, c.rms_norm_eps, device),
-        };
-        let lm_head =
-            (!c.tie_word_embeddings).then(|| Projection::new(c.hidden_size, c.vocab_size, device));
-        Self::from_parts(config.clone(), model, lm_head)
+impl LlamaConfig {
+    /// The model's blocks, one decoder layer's worth.
+    pub fn layer(&self) -> DecoderLayerConfig {
+        let attention = AttentionConfig::new(
+            self.hidden_size,
+            self.num_attention_heads,
+            self.num_key_value_heads,
+            self.head_dim,
+        );
+        let mlp = MlpConfig::new(self.hidden_size, self.intermediate_size);
+        DecoderLayerConfig::new(attention, mlp, self.rms_norm_eps)
     }
 
-    /// Assembles a model from loaded modules.
-    pub fn from_parts(
-        config: LlamaConfig,
-        model: LlamaModel<B>,
-        lm_head: Option<Projection<B>>,
-    ) -> Self {
+    /// The model tree, randomly initialised (lazily: [`LlamaForCausalLM::from_pretrained`]
+    /// fills it from a checkpoint without drawing the weights first). This is the one place
+    /// the tree is built.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> LlamaForCausalLM<B> {
+        let layer = self.layer();
+        let model = LlamaModel {
+            embed_tokens: EmbeddingConfig::new(self.vocab_size, self.hidden_size).init(device),
+            layers: (0..self.num_hidden_layers)
+                .map(|_| layer.init(device))
+                .collect(),
+            norm: RmsNormConfig::new(self.hidden_size, self.rms_norm_eps).init(device),
+        };
+        let lm_head = (!self.tie_word_embeddings)
+            .then(|| ProjectionConfig::new(self.hidden_size, self.vocab_size).init(device));
         LlamaForCausalLM {
-            rope: Rope::new(&config),
+            rope: Rope::new(self.head_dim, self.rope_theta, self.rope_scaling.as_ref()),
             model,
             lm_head,
-            config,
+            config: self.clone(),
         }
     }
+}
 
+/// Lists a model's projections with their module paths, through shared (`iter`, `as_ref`, `&`)
+/// or mutable (`iter_mut`, `as_mut`, `&mut`) borrows: the one list of where projections sit.
+macro_rules! projections {
+    ($model:expr, $iter:ident, $as_opt:ident, $($borrow:tt)+) => {{
+        let mut all = Vec::new();
+        for (i, layer) in $model.model.layers.$iter().enumerate() {
+            let (attn, mlp) = ($($borrow)+ layer.self_attn, $($borrow)+ layer.mlp);
+            let named = [
+                ("self_attn.q_proj", $($borrow)+ attn.q_proj),
+                ("self_attn.k_proj", $($borrow)+ attn.k_proj),
+                ("self_attn.v_proj", $($borrow)+ attn.v_proj),
+                ("self_attn.o_proj", $($borrow)+ attn.o_proj),
+                ("mlp.gate_proj", $($borrow)+ mlp.gate_proj),
+                ("mlp.up_proj", $($borrow)+ mlp.up_proj),
+                ("mlp.down_proj", $($borrow)+ mlp.down_proj),
+            ];
+            let named = named.into_iter();
+            all.extend(named.map(|(name, p)| (format!("model.layers.{i}.{name}"), p)));
+        }
+        if let Some(head) = $model.lm_head.$as_opt() {
+            all.push(("lm_head".to_string(), head));
+        }
+        all
+    }};
+}
+
+impl<B: Backend> LlamaForCausalLM<B> {
+    /// The configuration the model was built from.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
     }
@@ -89,48 +114,18 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// Every linear projection with its module path (`model.layers.0.self_attn.q_proj`, ...,
     /// `lm_head` when untied), in checkpoint order.
     pub fn projections_mut(&mut self) -> Vec<(String, &mut Projection<B>)> {
-        let mut all = Vec::new();
-        for (i, layer) in self.model.layers.iter_mut().enumerate() {
-            let (attn, mlp) = (&mut layer.self_attn, &mut layer.mlp);
-            let p = format!("model.layers.{i}");
-            all.push((format!("{p}.self_attn.q_proj"), &mut attn.q_proj));
-            all.push((format!("{p}.self_attn.k_proj"), &mut attn.k_proj));
-            all.push((format!("{p}.self_attn.v_proj"), &mut attn.v_proj));
-            all.push((format!("{p}.self_attn.o_proj"), &mut attn.o_proj));
-            all.push((format!("{p}.mlp.gate_proj"), &mut mlp.gate_proj));
-            all.push((format!("{p}.mlp.up_proj"), &mut mlp.up_proj));
-            all.push((format!("{p}.mlp.down_proj"), &mut mlp.down_proj));
-        }
-        if let Some(head) = self.lm_head.as_mut() {
-            all.push(("lm_head".to_string(), head));
-        }
-        all
+        projections!(self, iter_mut, as_mut, &mut)
     }
 
     /// Every linear projection with its module path, read-only (see
     /// [`LlamaForCausalLM::projections_mut`]).
     pub fn projections(&self) -> Vec<(String, &Projection<B>)> {
-        let mut all = Vec::new();
-        for (i, layer) in self.model.layers.iter().enumerate() {
-            let (attn, mlp) = (&layer.self_attn, &layer.mlp);
-            let p = format!("model.layers.{i}");
-            all.push((format!("{p}.self_attn.q_proj"), &attn.q_proj));
-            all.push((format!("{p}.self_attn.k_proj"), &attn.k_proj));
-            all.push((format!("{p}.self_attn.v_proj"), &attn.v_proj));
-            all.push((format!("{p}.self_attn.o_proj"), &attn.o_proj));
-            all.push((format!("{p}.mlp.gate_proj"), &mlp.gate_proj));
-            all.push((format!("{p}.mlp.up_proj"), &mlp.up_proj));
-            all.push((format!("{p}.mlp.down_proj"), &mlp.down_proj));
-        }
-        if let Some(head) = self.lm_head.as_ref() {
-            all.push(("lm_head".to_string(), head));
-        }
-        all
+        projections!(self, iter, as_ref, &)
     }
 
     /// Whether any projection carries a LoRA adapter.
     pub fn has_lora(&self) -> bool {
-        self.projections().iter().any(|(_, p)| p.lora.is_some())
+        self.projections().iter().any(|(_, p)| p.lora().is_some())
     }
 
     /// Folds every LoRA adapter into its base weight (`W + scaling * A @ B`).
@@ -155,22 +150,31 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// # Shapes
     /// - ids: `[batch, seq]`; returns `[batch, seq, vocab]`.
     pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.forward_masked(ids, None)
+        let hidden = self.hidden_states(ids, None, None);
+        self.head(hidden)
     }
 
     /// Logits with an attention mask (`padding[b][t]` is 1 for a token, 0 for padding).
     ///
     /// Positions are `0..seq` in every row, as transformers' forward uses them: pad on the right.
+    /// A mask that is not `[batch][seq]` is [`Error::MaskShape`].
     ///
     /// # Shapes
-    /// - ids: `[batch, seq]`; returns `[batch, seq, vocab]`.
+    /// - ids: `[batch, seq]`, padding: `[batch][seq]`; returns `[batch, seq, vocab]`.
     pub fn forward_masked(
         &self,
         ids: Tensor<B, 2, Int>,
         padding: Option<&[Vec<u32>]>,
-    ) -> Tensor<B, 3> {
+    ) -> Result<Tensor<B, 3>> {
+        let [batch, seq] = ids.dims();
+        if let Some(padding) = padding {
+            let rows: Vec<usize> = padding.iter().map(Vec::len).collect();
+            if rows.len() != batch || rows.iter().any(|&len| len != seq) {
+                return Err(Error::MaskShape { batch, seq, rows });
+            }
+        }
         let hidden = self.hidden_states(ids, padding, None);
-        self.head(hidden)
+        Ok(self.head(hidden))
     }
 
     /// Logits of the new tokens `ids` after the positions held in `cache`, extending it.
@@ -236,10 +240,19 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// The causal LM loss: mean cross-entropy of the logits at `t` against `labels[t + 1]`,
     /// over the labels that are not [`IGNORE_INDEX`].
     ///
+    /// A sequence shorter than 2 has nothing to predict, and labels of another shape than the
+    /// logits' first two axes cannot be scored: both are [`Error::LossShape`].
+    ///
     /// # Shapes
     /// - logits: `[batch, seq, vocab]`, labels: `[batch, seq]`; returns `[1]`.
-    pub fn causal_lm_loss(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    pub fn causal_lm_loss(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Result<Tensor<B, 1>> {
         let [batch, seq, vocab] = logits.dims();
+        if seq < 2 || labels.dims() != [batch, seq] {
+            return Err(Error::LossShape {
+                logits: [batch, seq, vocab],
+                labels: labels.dims(),
+            });
+        }
         let logits = logits
             .narrow(1, 0, seq - 1)
             .reshape([batch * (seq - 1), vocab]);
@@ -249,13 +262,24 @@ impl<B: Backend> LlamaForCausalLM<B> {
         let picked = log_softmax(logits, 1).gather(1, safe_targets);
         let keep = keep.float();
         let count = keep.clone().sum();
-        -(picked * keep).sum() / count
+        Ok(-(picked * keep).sum() / count)
     }
 }
 
-/// Token ids as an `[batch, seq]` tensor.
-pub fn ids_tensor<B: Backend>(rows: &[Vec<u32>], device: &B::Device) -> Tensor<B, 2, Int> {
+/// Token ids as an `[batch, seq]` tensor. Rows of different lengths are
+/// [`Error::RaggedBatch`]: pad them first.
+pub fn ids_tensor<B: Backend>(rows: &[Vec<u32>], device: &B::Device) -> Result<Tensor<B, 2, Int>> {
     let seq = rows.first().map_or(0, Vec::len);
+    if let Some(row) = rows.iter().position(|r| r.len() != seq) {
+        return Err(Error::RaggedBatch {
+            row,
+            len: rows[row].len(),
+            expected: seq,
+        });
+    }
     let flat: Vec<i64> = rows.iter().flatten().map(|&id| id as i64).collect();
-    Tensor::from_data(TensorData::new(flat, [rows.len(), seq]), device)
+    Ok(Tensor::from_data(
+        TensorData::new(flat, [rows.len(), seq]),
+        device,
+    ))
 }

@@ -1,27 +1,21 @@
 //! `from_pretrained`: a Hugging Face folder (config + safetensors) into a Burn model.
+//!
+//! The tree is built once, by [`LlamaConfig::init`], with lazily initialised parameters; loading
+//! then walks it and fills each parameter from the checkpoint tensor of the same path, so a new
+//! kind of layer needs no loading code of its own.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use burn::module::Param;
-use burn::nn::Embedding;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
-use super::attention::Attention;
 use super::config::LlamaConfig;
-use super::decoder::DecoderLayer;
-use super::linear::transpose;
-use super::llama::{LlamaForCausalLM, LlamaModel};
-use super::mlp::Mlp;
-use super::projection::Projection;
-use super::rms_norm::RmsNorm;
+use super::hf_layout::{is_ignored, is_linear_weight};
+use super::llama::LlamaForCausalLM;
 use crate::error::{Error, Result};
-use crate::spectrum::checkpoint::{Checkpoint, INDEX_FILE, TensorEntry};
-
-/// Checkpoint tensors that transformers itself ignores when loading.
-fn is_ignored(name: &str) -> bool {
-    name.ends_with("rotary_emb.inv_freq")
-}
+use crate::io::{INDEX_FILE, SafetensorsFiles, TensorEntry};
+use crate::nn::transpose;
 
 impl<B: Backend> LlamaForCausalLM<B> {
     /// Loads `config.json` and the safetensors weights (one file or sharded, f32/f16/bf16) of
@@ -39,127 +33,40 @@ impl<B: Backend> LlamaForCausalLM<B> {
         } else {
             dir.join("model.safetensors")
         };
-        let checkpoint = Checkpoint::open(&weights)?;
-        read_model(&config, Source::new(dir, &checkpoint), device)
+        let files = SafetensorsFiles::open(&weights)?;
+        let mut filler = Filler::new(dir, &files, device);
+        if config.tie_word_embeddings {
+            // transformers drops a stored head when the embedding is tied; so do we.
+            filler.unused.remove("lm_head.weight");
+        }
+        let model = config.init::<B>(device).map(&mut filler);
+        filler.finish()?;
+        Ok(model)
     }
 }
 
-fn read_model<B: Backend>(
-    config: &LlamaConfig,
-    mut source: Source,
-    device: &B::Device,
-) -> Result<LlamaForCausalLM<B>> {
-    let c = config;
-    let (hidden, kv_width) = (c.hidden_size, c.num_key_value_heads * c.head_dim);
-    let q_width = c.num_attention_heads * c.head_dim;
-    let mut layers = Vec::with_capacity(c.num_hidden_layers);
-    for i in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        let attention = Attention::from_projections(
-            [
-                source.linear(
-                    &format!("{p}.self_attn.q_proj.weight"),
-                    q_width,
-                    hidden,
-                    device,
-                ),
-                source.linear(
-                    &format!("{p}.self_attn.k_proj.weight"),
-                    kv_width,
-                    hidden,
-                    device,
-                ),
-                source.linear(
-                    &format!("{p}.self_attn.v_proj.weight"),
-                    kv_width,
-                    hidden,
-                    device,
-                ),
-                source.linear(
-                    &format!("{p}.self_attn.o_proj.weight"),
-                    hidden,
-                    q_width,
-                    device,
-                ),
-            ],
-            c.num_attention_heads,
-            c.num_key_value_heads,
-            c.head_dim,
-        );
-        let mlp = Mlp {
-            gate_proj: source.linear(
-                &format!("{p}.mlp.gate_proj.weight"),
-                c.intermediate_size,
-                hidden,
-                device,
-            ),
-            up_proj: source.linear(
-                &format!("{p}.mlp.up_proj.weight"),
-                c.intermediate_size,
-                hidden,
-                device,
-            ),
-            down_proj: source.linear(
-                &format!("{p}.mlp.down_proj.weight"),
-                hidden,
-                c.intermediate_size,
-                device,
-            ),
-        };
-        layers.push(DecoderLayer {
-            self_attn: attention,
-            mlp,
-            input_layernorm: source.norm(
-                &format!("{p}.input_layernorm.weight"),
-                hidden,
-                c.rms_norm_eps,
-                device,
-            ),
-            post_attention_layernorm: source.norm(
-                &format!("{p}.post_attention_layernorm.weight"),
-                hidden,
-                c.rms_norm_eps,
-                device,
-            ),
-        });
-    }
-    let embed_weight =
-        source.tensor::<B, 2>("model.embed_tokens.weight", [c.vocab_size, hidden], device);
-    let model = LlamaModel {
-        embed_tokens: Embedding {
-            weight: Param::from_tensor(embed_weight),
-        },
-        layers,
-        norm: source.norm("model.norm.weight", hidden, c.rms_norm_eps, device),
-    };
-    let lm_head = if c.tie_word_embeddings {
-        // transformers drops a stored head when the embedding is tied; so do we.
-        source.skip("lm_head.weight");
-        None
-    } else {
-        Some(source.linear("lm_head.weight", c.vocab_size, hidden, device))
-    };
-    source.finish()?;
-    Ok(LlamaForCausalLM::from_parts(config.clone(), model, lm_head))
-}
-
-/// Hands out checkpoint tensors by name, collecting every problem instead of stopping at the
-/// first, so that one error lists all missing, unexpected and mis-shaped tensors.
-struct Source<'a> {
+/// Fills every float parameter of a tree from the checkpoint tensor named by its path,
+/// collecting every problem instead of stopping at the first, so that one error lists all
+/// missing, unexpected and mis-shaped tensors.
+struct Filler<'a, B: Backend> {
     dir: PathBuf,
-    checkpoint: &'a Checkpoint,
+    files: &'a SafetensorsFiles,
+    device: B::Device,
+    path: Vec<String>,
     unused: HashMap<&'a str, &'a TensorEntry>,
     missing: BTreeSet<String>,
     misshaped: Vec<String>,
     unreadable: Option<Error>,
 }
 
-impl<'a> Source<'a> {
-    fn new(dir: &Path, checkpoint: &'a Checkpoint) -> Self {
-        Source {
+impl<'a, B: Backend> Filler<'a, B> {
+    fn new(dir: &Path, files: &'a SafetensorsFiles, device: &B::Device) -> Self {
+        Filler {
             dir: dir.to_path_buf(),
-            checkpoint,
-            unused: checkpoint
+            files,
+            device: device.clone(),
+            path: Vec::new(),
+            unused: files
                 .tensors()
                 .iter()
                 .filter(|t| !is_ignored(&t.name))
@@ -171,72 +78,34 @@ impl<'a> Source<'a> {
         }
     }
 
-    /// The values of `name` as stored (row-major), or `None` after noting why not.
+    /// The values of `name` in Burn's layout for a parameter of `shape`, or `None` after
+    /// noting why not.
     fn values(&mut self, name: &str, shape: &[usize]) -> Option<Vec<f32>> {
         let Some(entry) = self.unused.remove(name) else {
             self.missing.insert(name.to_string());
             return None;
         };
-        if entry.shape != shape {
+        let linear = is_linear_weight(name) && shape.len() == 2;
+        let stored: Vec<usize> = if linear {
+            shape.iter().rev().copied().collect()
+        } else {
+            shape.to_vec()
+        };
+        if entry.shape != stored {
             self.misshaped.push(format!(
-                "{name}: expected {shape:?}, found {:?}",
+                "{name}: expected {stored:?}, found {:?}",
                 entry.shape
             ));
             return None;
         }
-        match self.checkpoint.read_f32(entry) {
+        match self.files.read_f32(entry) {
+            Ok(values) if linear => Some(transpose(&values, stored[0], stored[1])),
             Ok(values) => Some(values),
             Err(e) => {
                 self.unreadable.get_or_insert(e);
                 None
             }
         }
-    }
-
-    /// A tensor in the file's layout; zeros stand in for a problem already noted, since the
-    /// model is discarded by [`Source::finish`] then.
-    fn tensor<B: Backend, const D: usize>(
-        &mut self,
-        name: &str,
-        shape: [usize; D],
-        device: &B::Device,
-    ) -> Tensor<B, D> {
-        let values = self
-            .values(name, &shape)
-            .unwrap_or_else(|| vec![0.0; shape.iter().product()]);
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
-
-    /// A Linear from its PyTorch weight `[out, in]`.
-    fn linear<B: Backend>(
-        &mut self,
-        name: &str,
-        out: usize,
-        inp: usize,
-        device: &B::Device,
-    ) -> Projection<B> {
-        let values = self
-            .values(name, &[out, inp])
-            .map(|v| transpose(&v, out, inp))
-            .unwrap_or_else(|| vec![0.0; out * inp]);
-        Projection::from_weight(Tensor::from_data(
-            TensorData::new(values, [inp, out]),
-            device,
-        ))
-    }
-
-    fn norm<B: Backend>(
-        &mut self,
-        name: &str,
-        hidden: usize,
-        eps: f64,
-        device: &B::Device,
-    ) -> RmsNorm<B> {
-        RmsNorm::from_weight(self.tensor(name, [hidden], device), eps)
-    }
-
-    fn skip(&mut self, name: &str) {
-        self.unused.remove(name);
     }
 
     fn finish(self) -> Result<()> {
@@ -254,5 +123,27 @@ impl<'a> Source<'a> {
             unexpected,
             misshaped: self.misshaped,
         })
+    }
+}
+
+impl<B: Backend> ModuleMapper<B> for Filler<'_, B> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_owned());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    /// A parameter left as it was (still lazy, never drawn) has a problem noted: the model is
+    /// then discarded by [`Filler::finish`].
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let name = self.path.join(".");
+        let shape: [usize; D] = param.lazy_shape().dims();
+        let Some(values) = self.values(&name, &shape) else {
+            return param;
+        };
+        let tensor = Tensor::from_data(TensorData::new(values, shape), &self.device);
+        Param::initialized(param.id, tensor.require_grad())
     }
 }

@@ -1,28 +1,44 @@
 //! The SwiGLU feed-forward block.
 
+use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Tensor, activation::silu, backend::Backend};
 
-use super::projection::Projection;
+use crate::nn::{Projection, ProjectionConfig};
+
+/// The widths of an [`Mlp`].
+#[derive(Config, Debug)]
+pub struct MlpConfig {
+    /// The model width.
+    pub hidden: usize,
+    /// The inner width.
+    pub intermediate: usize,
+}
+
+impl MlpConfig {
+    /// A randomly initialised block, `hidden -> intermediate -> hidden`.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Mlp<B> {
+        let (hidden, inner) = (self.hidden, self.intermediate);
+        Mlp {
+            gate_proj: ProjectionConfig::new(hidden, inner).init(device),
+            up_proj: ProjectionConfig::new(hidden, inner).init(device),
+            down_proj: ProjectionConfig::new(inner, hidden).init(device),
+        }
+    }
+}
 
 /// `down_proj(silu(gate_proj(x)) * up_proj(x))`, no biases.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
+    /// `hidden -> intermediate`, through SiLU.
     pub gate_proj: Projection<B>,
+    /// `hidden -> intermediate`, the gated branch.
     pub up_proj: Projection<B>,
+    /// `intermediate -> hidden`
     pub down_proj: Projection<B>,
 }
 
 impl<B: Backend> Mlp<B> {
-    /// A randomly initialised block, `hidden -> intermediate -> hidden`.
-    pub fn new(hidden: usize, intermediate: usize, device: &B::Device) -> Self {
-        Mlp {
-            gate_proj: Projection::new(hidden, intermediate, device),
-            up_proj: Projection::new(hidden, intermediate, device),
-            down_proj: Projection::new(intermediate, hidden, device),
-        }
-    }
-
     /// # Shapes
     /// - x: `[batch, seq, hidden]`, returned in the same shape.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {

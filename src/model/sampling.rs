@@ -4,7 +4,7 @@
 use rand::Rng;
 
 /// The index of the largest logit; the first one on ties, as `torch.argmax` picks.
-pub fn argmax(logits: &[f32]) -> u32 {
+pub(super) fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &value) in logits.iter().enumerate() {
         if value > logits[best] {
@@ -16,7 +16,7 @@ pub fn argmax(logits: &[f32]) -> u32 {
 
 /// Samples from `softmax(logits / temperature)` restricted to the smallest set of most likely
 /// tokens whose probabilities sum to at least `top_p`. `temperature <= 0` is greedy.
-pub fn sample(logits: &[f32], temperature: f32, top_p: f32, rng: &mut impl Rng) -> u32 {
+pub(super) fn sample(logits: &[f32], temperature: f32, top_p: f32, rng: &mut impl Rng) -> u32 {
     if temperature <= 0.0 {
         return argmax(logits);
     }

@@ -5,12 +5,13 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 
-use super::linear::transpose;
+use super::hf_layout::is_linear_weight;
 use super::llama::LlamaForCausalLM;
 use crate::error::{Error, Result};
+use crate::io::INDEX_FILE;
 use crate::io::{StoredTensor, write_atomic, write_json, write_safetensors};
-use crate::params::float_params_f32;
-use crate::spectrum::checkpoint::INDEX_FILE;
+use crate::nn::float_params_f32;
+use crate::nn::transpose;
 
 impl<B: Backend> LlamaForCausalLM<B> {
     /// Writes `config.json` and `model.safetensors` (f32, Hugging Face names and `[out, in]`
@@ -23,13 +24,9 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// A model with LoRA adapters is refused: merge them first ([`LlamaForCausalLM::merge_lora`])
     /// or save them apart ([`crate::peft::save_adapter`]).
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
-        let quantized = self.projections().iter().any(|(_, p)| p.nf4.is_some());
+        let quantized = self.projections().iter().any(|(_, p)| p.nf4().is_some());
         if self.has_lora() || quantized {
-            return Err(Error::InvalidArgument(
-                "the model has LoRA adapters or NF4 weights: make it dense first (into_dense) \
-                 or save the adapters with save_adapter"
-                    .into(),
-            ));
+            return Err(Error::NotDense);
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let tensors = hf_tensors(self);
@@ -49,7 +46,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
 
 /// The files besides the weights that make a Hugging Face folder usable: tokenizer and
 /// generation settings.
-pub const COMPANION_FILES: [&str; 5] = [
+const COMPANION_FILES: [&str; 5] = [
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -76,7 +73,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
 
 /// The model's parameters under their Hugging Face names as f32, Linear weights back in
 /// `[out, in]`.
-pub fn hf_tensors<B: Backend, M: Module<B>>(model: &M) -> Vec<(String, StoredTensor)> {
+fn hf_tensors<B: Backend, M: Module<B>>(model: &M) -> Vec<(String, StoredTensor)> {
     float_params_f32(model, |_| true)
         .into_iter()
         .map(|p| {
@@ -88,10 +85,4 @@ pub fn hf_tensors<B: Backend, M: Module<B>>(model: &M) -> Vec<(String, StoredTen
             (p.path, StoredTensor::from_f32(shape, &values))
         })
         .collect()
-}
-
-/// Linear weights are the 2-D `weight`s of projections and of the head; the embedding, the
-/// other 2-D weight, is stored as it is in both layouts.
-fn is_linear_weight(name: &str) -> bool {
-    name.ends_with("_proj.weight") || name == "lm_head.weight"
 }

@@ -2,26 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
 use serde_json::Value;
 
+use super::chat_template::{ChatMessage, render};
 use crate::error::{Error, Result};
-
-/// One chat turn: `role` is `system`, `user` or `assistant`.
-#[derive(Clone, Debug, Serialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
-
-impl ChatMessage {
-    pub fn user(content: &str) -> Self {
-        ChatMessage {
-            role: "user".into(),
-            content: content.into(),
-        }
-    }
-}
 
 /// A Hugging Face tokenizer folder: `tokenizer.json`, and `tokenizer_config.json` when there.
 pub struct Tokenizer {
@@ -102,7 +86,7 @@ impl Tokenizer {
                 self.path.display()
             ))
         })?;
-        super::chat_template::render(
+        render(
             template,
             messages,
             add_generation_prompt,

@@ -7,12 +7,12 @@ use std::path::Path;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use serde_json::{Value, json};
 
-use super::lora::{LoraAdapter, LoraConfig, TargetModules};
+use super::lora::{LoraConfig, TargetModules};
 use crate::error::{Error, Result};
+use crate::io::SafetensorsFiles;
 use crate::io::{StoredTensor, write_json, write_safetensors};
 use crate::model::LlamaForCausalLM;
-use crate::model::linear::transpose;
-use crate::spectrum::checkpoint::Checkpoint;
+use crate::nn::{f32_values, transpose};
 
 const CONFIG_FILE: &str = "adapter_config.json";
 const WEIGHTS_FILE: &str = "adapter_model.safetensors";
@@ -29,26 +29,20 @@ pub fn save_adapter<B: Backend>(
     let mut tensors = Vec::new();
     let mut targets = BTreeSet::new();
     for (path, projection) in model.projections_mut() {
-        let Some(lora) = &projection.lora else {
+        let Some(lora) = projection.lora() else {
             continue;
         };
         targets.insert(path.rsplit('.').next().unwrap_or(&path).to_string());
         for (name, weight) in [("lora_A", lora.lora_a.val()), ("lora_B", lora.lora_b.val())] {
             // Burn's [in, r] / [r, out] back to PyTorch's [r, in] / [out, r].
             let [rows, cols] = weight.dims();
-            let values = weight
-                .into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .expect("f32");
+            let values = f32_values(weight);
             let tensor = StoredTensor::from_f32(vec![cols, rows], &transpose(&values, rows, cols));
             tensors.push((format!("{PREFIX}{path}.{name}.weight"), tensor));
         }
     }
     if tensors.is_empty() {
-        return Err(Error::InvalidArgument(
-            "the model has no LoRA adapters to save".into(),
-        ));
+        return Err(Error::NoAdapters);
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let weights = dir.join(WEIGHTS_FILE);
@@ -93,7 +87,7 @@ pub fn load_adapter<B: Backend>(
         reason,
     })?;
     let weights_path = dir.join(WEIGHTS_FILE);
-    let checkpoint = Checkpoint::open(&weights_path)?;
+    let checkpoint = SafetensorsFiles::open(&weights_path)?;
     let mut unused: BTreeSet<String> = checkpoint
         .tensors()
         .iter()
@@ -116,20 +110,16 @@ pub fn load_adapter<B: Backend>(
             ));
             continue;
         }
-        let burn_layout =
-            |entry: &crate::spectrum::checkpoint::TensorEntry| -> Result<Tensor<B, 2>> {
-                let (rows, cols) = (entry.shape[0], entry.shape[1]);
-                let values = transpose(&checkpoint.read_f32(entry)?, rows, cols);
-                Ok(Tensor::from_data(
-                    TensorData::new(values, [cols, rows]),
-                    device,
-                ))
-            };
-        projection.lora = Some(LoraAdapter::from_weights(
-            burn_layout(a)?,
-            burn_layout(b)?,
-            &config,
-        ));
+        let burn_layout = |entry: &crate::io::TensorEntry| -> Result<Tensor<B, 2>> {
+            let (rows, cols) = (entry.shape[0], entry.shape[1]);
+            let values = transpose(&checkpoint.read_f32(entry)?, rows, cols);
+            Ok(Tensor::from_data(
+                TensorData::new(values, [cols, rows]),
+                device,
+            ))
+        };
+        let adapter = config.adapter(d_in, d_out);
+        projection.set_lora(adapter.init_with(burn_layout(a)?, burn_layout(b)?));
     }
     problems.extend(
         unused
@@ -145,10 +135,7 @@ pub fn load_adapter<B: Backend>(
     Ok(config)
 }
 
-fn find<'a>(
-    checkpoint: &'a Checkpoint,
-    name: &str,
-) -> Option<&'a crate::spectrum::checkpoint::TensorEntry> {
+fn find<'a>(checkpoint: &'a SafetensorsFiles, name: &str) -> Option<&'a crate::io::TensorEntry> {
     checkpoint.tensors().iter().find(|t| t.name == name)
 }
 

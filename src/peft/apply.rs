@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 
-use super::lora::{LoraAdapter, LoraConfig, TargetModules};
+use super::lora::{LoraConfig, TargetModules};
 use crate::error::Result;
 use crate::model::LlamaForCausalLM;
 
@@ -21,7 +21,7 @@ pub fn add_lora<B: Backend>(
     for (path, projection) in model.projections_mut() {
         if config.target_modules.matches(&path) {
             let (d_in, d_out) = projection.dims();
-            projection.lora = Some(LoraAdapter::new(d_in, d_out, config, device));
+            projection.set_lora(config.adapter(d_in, d_out).init(device));
             targeted.push(path);
         }
     }

@@ -1,8 +1,6 @@
 //! LoRA (Hu et al. 2021) with Hugging Face PEFT's semantics.
 
-use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::{Distribution, Tensor, backend::Backend, module::linear};
+use crate::nn::LoraAdapterConfig;
 
 /// Which projections get adapters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,11 +28,15 @@ impl TargetModules {
 /// LoRA hyper-parameters, named as in PEFT's `LoraConfig`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoraConfig {
+    /// The rank.
     pub r: usize,
+    /// The scale numerator: the update is multiplied by `lora_alpha / r`.
     pub lora_alpha: f64,
+    /// Dropout probability on the adapter's input.
     pub lora_dropout: f64,
     /// Scale by `alpha / sqrt(r)` instead of `alpha / r`.
     pub use_rslora: bool,
+    /// Which projections get adapters.
     pub target_modules: TargetModules,
 }
 
@@ -60,63 +62,12 @@ impl LoraConfig {
             self.lora_alpha / self.r as f64
         }
     }
-}
 
-/// The low-rank update of one projection: `scaling * B(A(dropout(x)))`.
-///
-/// Weights are kept in Burn's `[in, out]` layout: `lora_a` is PEFT's `lora_A.weight`
-/// transposed (`[in, r]`), `lora_b` is `lora_B.weight` transposed (`[r, out]`).
-#[derive(Module, Debug)]
-pub struct LoraAdapter<B: Backend> {
-    /// `[in, r]`
-    pub lora_a: Param<Tensor<B, 2>>,
-    /// `[r, out]`
-    pub lora_b: Param<Tensor<B, 2>>,
-    pub dropout: Dropout,
-    pub scaling: f64,
-}
-
-impl<B: Backend> LoraAdapter<B> {
-    /// A fresh adapter as PEFT makes it: A kaiming-uniform with `a = sqrt(5)`, which is
-    /// `U(-1/sqrt(in), 1/sqrt(in))`, and B zero, so the update starts at zero.
-    pub fn new(d_in: usize, d_out: usize, config: &LoraConfig, device: &B::Device) -> Self {
-        let bound = 1.0 / (d_in as f64).sqrt();
-        let a = Tensor::random(
-            [d_in, config.r],
-            Distribution::Uniform(-bound, bound),
-            device,
-        );
-        let b = Tensor::zeros([config.r, d_out], device);
-        Self::from_weights(a, b, config)
-    }
-
-    /// From `[in, r]` and `[r, out]` weights.
-    pub fn from_weights(lora_a: Tensor<B, 2>, lora_b: Tensor<B, 2>, config: &LoraConfig) -> Self {
-        LoraAdapter {
-            lora_a: Param::from_tensor(lora_a),
-            lora_b: Param::from_tensor(lora_b),
-            dropout: DropoutConfig::new(config.lora_dropout).init(),
-            scaling: config.scaling(),
-        }
-    }
-
-    pub fn rank(&self) -> usize {
-        self.lora_a.dims()[1]
-    }
-
-    /// The update for `x`, without ever forming `A @ B`.
-    ///
-    /// # Shapes
-    /// - x: `[..., in]`; returns `[..., out]`.
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let x = self.dropout.forward(x);
-        let low = linear(x, self.lora_a.val(), None);
-        linear(low, self.lora_b.val(), None) * self.scaling
-    }
-
-    /// `scaling * A @ B`, `[in, out]`: the change merging makes to the base weight.
-    pub fn delta(&self) -> Tensor<B, 2> {
-        self.lora_a.val().matmul(self.lora_b.val()) * self.scaling
+    /// The adapter of a `d_in -> d_out` projection.
+    pub fn adapter(&self, d_in: usize, d_out: usize) -> LoraAdapterConfig {
+        LoraAdapterConfig::new(d_in, d_out, self.r)
+            .with_dropout(self.lora_dropout)
+            .with_scaling(self.scaling())
     }
 }
 

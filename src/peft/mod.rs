@@ -1,12 +1,12 @@
-//! Parameter-efficient fine-tuning: LoRA adapters with PEFT's semantics and file format.
+//! Parameter-efficient fine-tuning with PEFT's semantics: LoRA configuration, putting adapters
+//! on a model (and NF4 bases under them, for QLoRA), and PEFT's adapter folder format.
+//!
+//! The adapter and the NF4 weight themselves are building blocks in [`crate::nn`].
 
 mod adapter_file;
 mod apply;
 mod lora;
-pub mod nf4;
-mod nf4_weight;
 
 pub use adapter_file::{load_adapter, save_adapter};
 pub use apply::{add_lora, quantize_nf4};
-pub use lora::{LoraAdapter, LoraConfig, TargetModules};
-pub use nf4_weight::Nf4Weight;
+pub use lora::{LoraConfig, TargetModules};

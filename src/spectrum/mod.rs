@@ -1,22 +1,25 @@
 //! Spectrum: score weight matrices by the signal-to-noise ratio of their singular values,
 //! and select the top k% of each module type for training.
 //!
-//! The math ([`snr`], [`mp_law`]) is free of Burn types; [`SpectrumSelector`] reads weights
-//! from a Burn module tree or a checkpoint on disk; [`SnrTable`] and [`Selection`] read and
+//! The math ([`score`], [`quantile`], [`singular_values`], and the Marchenko–Pastur median
+//! behind [`Threshold::Mp`]) is free of Burn types; [`SpectrumSelector`] reads weights from a
+//! Burn module tree or from safetensors files on disk; [`SnrTable`] and [`Selection`] read and
 //! write spectrum.py's files.
 
-pub mod checkpoint;
-pub mod mp_law;
-pub mod naming;
+mod files;
+mod mp_law;
+mod naming;
 mod python_json;
-pub mod selection;
-pub mod selector;
-pub mod singular_values;
-pub mod snr;
-pub mod table;
-pub mod weights;
+mod selection;
+mod selector;
+mod singular_values;
+mod snr;
+mod table;
+mod weights;
 
+pub use files::write_spectrum_files;
 pub use selection::{Selection, UnfrozenPattern};
 pub use selector::{ModuleSnr, ScanReport, SpectrumSelector};
-pub use snr::{SnrScore, Threshold};
+pub use singular_values::{SvdMethod, singular_values};
+pub use snr::{SnrScore, Threshold, quantile, score};
 pub use table::{SnrEntry, SnrTable};

@@ -6,7 +6,7 @@
 /// Computed by integrating the density over `theta` with `x = c - r cos(theta)` (centre `c`,
 /// half-width `r` of the support), which removes the square-root ends and leaves a smooth
 /// integrand; accurate to about 1e-9.
-pub fn mp_median(beta: f64) -> f64 {
+pub(super) fn mp_median(beta: f64) -> f64 {
     let beta = beta.clamp(f64::MIN_POSITIVE, 1.0);
     let lower = (1.0 - beta.sqrt()).powi(2);
     let upper = (1.0 + beta.sqrt()).powi(2);

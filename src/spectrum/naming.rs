@@ -1,14 +1,14 @@
 //! Module names and module types, as spectrum.py derives them.
 
 /// The module a parameter belongs to: its name without a trailing `.weight`.
-pub fn module_name(param_name: &str) -> &str {
+pub(super) fn module_name(param_name: &str) -> &str {
     param_name.strip_suffix(".weight").unwrap_or(param_name)
 }
 
 /// The type of a module: its name with everything up to and including the first all-digit
 /// component removed (`model.layers.3.mlp.down_proj` -> `mlp.down_proj`); a name without a
 /// digit component is its own type (`model.embed_tokens`).
-pub fn module_type(module_name: &str) -> &str {
+pub(super) fn module_type(module_name: &str) -> &str {
     let mut offset = 0;
     for part in module_name.split('.') {
         offset += part.len() + 1;
@@ -21,7 +21,7 @@ pub fn module_type(module_name: &str) -> &str {
 
 /// Orders names as a model lists its layers: digit runs compare as numbers, so that
 /// `layers.2` comes before `layers.10`.
-pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+pub(super) fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
     loop {
         match (x.first(), y.first()) {
@@ -67,7 +67,7 @@ fn trim_zeros(s: &[u8]) -> &[u8] {
 
 /// spectrum.py's order of module types: grouped by their first component, groups sorted, and
 /// each group sorted.
-pub fn type_order_key(module_type: &str) -> (&str, &str) {
+pub(super) fn type_order_key(module_type: &str) -> (&str, &str) {
     (module_type.split('.').next().unwrap_or(""), module_type)
 }
 

@@ -4,7 +4,7 @@
 
 /// A float as Python's `repr(float)` writes it: the shortest digits that round-trip, fixed
 /// notation for exponents in `-4..16`, otherwise `d.ddde+XX`.
-pub fn float_repr(value: f64) -> String {
+pub(super) fn float_repr(value: f64) -> String {
     if value.is_nan() {
         return "NaN".into();
     }
@@ -46,7 +46,7 @@ pub fn float_repr(value: f64) -> String {
 }
 
 /// A JSON string literal (module names are plain ASCII; `serde_json` escapes the rest).
-pub fn string(value: &str) -> String {
+pub(super) fn string(value: &str) -> String {
     serde_json::to_string(value).expect("a string always serializes")
 }
 

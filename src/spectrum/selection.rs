@@ -23,6 +23,7 @@ pub struct UnfrozenPattern {
 }
 
 impl UnfrozenPattern {
+    /// A pattern as axolotl reads it: every `.` not followed by `+` escaped, anchored at the start.
     pub fn new(raw: &str) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidPattern {
             pattern: raw.to_owned(),
@@ -54,6 +55,7 @@ impl UnfrozenPattern {
         &self.raw
     }
 
+    /// Whether the parameter name matches, as Python's `re.match` would.
     pub fn matches(&self, param_name: &str) -> bool {
         self.regex.is_match(param_name)
     }

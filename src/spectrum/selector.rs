@@ -8,14 +8,14 @@ use faer::Par;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
-use super::checkpoint::Checkpoint;
 use super::naming::{module_name, module_type};
 use super::selection::Selection;
-use super::singular_values::{Method, singular_values};
+use super::singular_values::{SvdMethod, singular_values};
 use super::snr::{SnrScore, Threshold, score};
 use super::table::{SnrEntry, SnrTable};
-use super::weights::{Weight, checkpoint_weights, module_weights};
+use super::weights::{Weight, file_weights, module_weights};
 use crate::error::{Error, Result};
+use crate::io::SafetensorsFiles;
 
 /// The score of one weight matrix.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,7 +37,9 @@ pub struct ModuleSnr {
 /// What a scan found, in scan (layer) order.
 #[derive(Clone, Debug)]
 pub struct ScanReport {
+    /// The rule the scores were made with.
     pub threshold: Threshold,
+    /// One entry per scored weight, in scan order.
     pub modules: Vec<ModuleSnr>,
     /// Things worth telling the user (a weight with NaN values, a failed decomposition).
     pub warnings: Vec<String>,
@@ -60,7 +62,7 @@ impl ScanReport {
 
     /// spectrum.py's selection of the top `top_percent` per type.
     pub fn select(&self, top_percent: u32) -> Result<Selection> {
-        self.table().select(top_percent)
+        Selection::top_percent(&self.table(), top_percent)
     }
 }
 
@@ -70,9 +72,9 @@ type Scored = (ModuleSnr, Option<String>);
 /// Scores weight matrices by the signal-to-noise ratio of their singular values.
 ///
 /// ```no_run
-/// use burn_spectrum::{SpectrumSelector, Threshold};
+/// use burn_spectrum::spectrum::{SpectrumSelector, Threshold};
 /// let report = SpectrumSelector::new(Threshold::Spectrum)
-///     .scan_checkpoint("SmolLM2-135M".as_ref())?;
+///     .scan_safetensors("SmolLM2-135M".as_ref())?;
 /// let selection = report.select(25)?;
 /// assert!(selection.is_selected("lm_head.weight"));
 /// # Ok::<(), burn_spectrum::Error>(())
@@ -82,7 +84,7 @@ pub struct SpectrumSelector {
     threshold: Threshold,
     types: Option<Vec<String>>,
     progress: bool,
-    method: Method,
+    method: SvdMethod,
 }
 
 /// A matrix at least this large (in elements) is decomposed alone, with all cores inside it;
@@ -90,18 +92,19 @@ pub struct SpectrumSelector {
 const ALONE_MIN_NUMEL: usize = 1 << 22;
 
 impl SpectrumSelector {
+    /// A selector with this threshold, the Gram route, all types, no progress bar.
     pub fn new(threshold: Threshold) -> Self {
         SpectrumSelector {
             threshold,
             types: None,
             progress: false,
-            method: Method::Gram,
+            method: SvdMethod::Gram,
         }
     }
 
-    /// How singular values are computed (default [`Method::Gram`]; [`Method::Svd`] is slower
+    /// How singular values are computed (default [`SvdMethod::Gram`]; [`SvdMethod::Svd`] is slower
     /// and accurate to f64 also in the smallest values).
-    pub fn with_method(mut self, method: Method) -> Self {
+    pub fn with_svd_method(mut self, method: SvdMethod) -> Self {
         self.method = method;
         self
     }
@@ -125,9 +128,9 @@ impl SpectrumSelector {
 
     /// Scans every `.weight` tensor of a `.safetensors` file or a Hugging Face folder (single
     /// or sharded), reading a few tensors at a time.
-    pub fn scan_checkpoint(&self, path: &Path) -> Result<ScanReport> {
-        let checkpoint = Checkpoint::open(path)?;
-        self.scan(checkpoint_weights(&checkpoint)?)
+    pub fn scan_safetensors(&self, path: &Path) -> Result<ScanReport> {
+        let checkpoint = SafetensorsFiles::open(path)?;
+        self.scan(file_weights(&checkpoint)?)
     }
 
     fn scan(&self, weights: Vec<Weight<'_>>) -> Result<ScanReport> {

@@ -12,7 +12,7 @@ use faer::dyn_stack::{MemBuffer, MemStack};
 /// returned a spurious `1e-6` value and shifted quartiles, where torch's f32 and faer's f64
 /// agree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Method {
+pub enum SvdMethod {
     /// Eigenvalues of the Gram matrix (`W W^T` of the short side) in f64: as fast as an f32
     /// SVD, with an absolute error of about `1e-8 * S0` per value, so values below
     /// `~1e-7 * S0` (far inside the noise) lose their relative accuracy; an f32 SVD has errors
@@ -33,7 +33,7 @@ pub fn singular_values(
     data: &[f32],
     rows: usize,
     cols: usize,
-    method: Method,
+    method: SvdMethod,
     par: Par,
 ) -> Option<Vec<f32>> {
     assert_eq!(
@@ -43,8 +43,8 @@ pub fn singular_values(
     );
     let a = MatRef::from_row_major_slice(data, rows, cols);
     let mut values = match method {
-        Method::Svd => svd_values(a, par)?,
-        Method::Gram => gram_values(a, par)?,
+        SvdMethod::Svd => svd_values(a, par)?,
+        SvdMethod::Gram => gram_values(a, par)?,
     };
     values.sort_by(|x, y| y.total_cmp(x));
     Some(values)
@@ -132,7 +132,7 @@ mod tests {
             0.0, 0.0, 0.0, -1.0, //
             5.0, 0.0, 0.0, 0.0,
         ];
-        for method in [Method::Svd, Method::Gram] {
+        for method in [SvdMethod::Svd, SvdMethod::Gram] {
             let s = singular_values(&data, 3, 4, method, Par::Seq).unwrap();
             assert_eq!(s.len(), 3);
             for (got, want) in s.iter().zip([5.0, 3.0, 1.0]) {

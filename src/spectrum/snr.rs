@@ -6,7 +6,7 @@
 use super::mp_law::mp_median;
 
 /// How singular values are split into signal and noise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
 pub enum Threshold {
     /// Today's spectrum.py: `eps = IQR/1.349 * (1 + sqrt(beta))`; when no value is `<= eps`
     /// the noise is taken as 1.0. Score: `signal / noise / S0`.
@@ -29,20 +29,6 @@ impl Threshold {
             Threshold::Spectrum => "spectrum",
             Threshold::Legacy => "legacy",
             Threshold::Mp => "mp",
-        }
-    }
-}
-
-impl std::str::FromStr for Threshold {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "spectrum" => Ok(Threshold::Spectrum),
-            "legacy" => Ok(Threshold::Legacy),
-            "mp" => Ok(Threshold::Mp),
-            other => Err(format!(
-                "unknown threshold `{other}` (spectrum, legacy or mp)"
-            )),
         }
     }
 }
@@ -161,7 +147,7 @@ fn mp_threshold(sv_desc: &[f32], rows: usize, cols: usize) -> f32 {
 /// Entry-wise noise standard deviation of a `short x long` matrix whose singular values are
 /// `sv_desc`, assuming most of them belong to the noise bulk: `s_med^2 / long` estimates
 /// `sigma^2` times the median of the MP law with ratio `short / long`.
-pub fn noise_sigma(sv_desc: &[f32], short: f64, long: f64) -> f64 {
+pub(super) fn noise_sigma(sv_desc: &[f32], short: f64, long: f64) -> f64 {
     let mut ascending: Vec<f64> = sv_desc.iter().map(|&v| v as f64).collect();
     ascending.reverse();
     let n = ascending.len();

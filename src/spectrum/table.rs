@@ -7,7 +7,6 @@ use serde::Deserialize;
 
 use super::naming::type_order_key;
 use super::python_json::{float_repr, string};
-use super::selection::Selection;
 use crate::error::{Error, Result};
 
 /// One module's score.
@@ -25,6 +24,7 @@ pub struct SnrEntry {
 /// within a type, modules in layer order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SnrTable {
+    /// One entry per module, in scan order.
     pub entries: Vec<SnrEntry>,
 }
 
@@ -53,43 +53,18 @@ impl SnrTable {
     /// Reads either form of spectrum.py's JSON (plain or `_sorted`), with `Infinity`/`NaN`.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text).map_err(|reason| Error::InvalidSnrTable {
+        parse_table(&text).map_err(|reason| Error::InvalidSnrTable {
             path: path.to_owned(),
             reason,
         })
     }
 
-    /// Parses either form of the JSON; the error says why the text is not an SNR table.
-    pub fn parse(text: &str) -> std::result::Result<Self, String> {
-        let map: IndexMap<String, TableValue> = json5::from_str(text).map_err(|e| {
-            format!("expected {{\"<module>\": {{\"snr\": ..., \"type\": ...}}}} or {{\"<type>\": {{\"<module>\": <snr>}}}}: {e}")
-        })?;
-        if map.is_empty() {
-            return Err("the table is empty".into());
-        }
-        let mut entries = Vec::new();
-        let mut form = None;
-        for (key, value) in map {
-            let this_form = matches!(value, TableValue::Entry { .. });
-            if *form.get_or_insert(this_form) != this_form {
-                return Err(format!("`{key}` mixes the plain and the sorted form"));
-            }
-            match value {
-                TableValue::Entry { snr, module_type } => entries.push(SnrEntry {
-                    name: key,
-                    module_type,
-                    snr,
-                }),
-                TableValue::Sorted(modules) => {
-                    entries.extend(modules.into_iter().map(|(name, snr)| SnrEntry {
-                        name,
-                        module_type: key.clone(),
-                        snr,
-                    }))
-                }
-            }
-        }
-        Ok(SnrTable { entries })
+    /// Parses either form of the JSON; [`Error::Parse`] says why the text is not an SNR table.
+    pub fn parse(text: &str) -> Result<Self> {
+        parse_table(text).map_err(|reason| Error::Parse {
+            format: "an SNR table",
+            reason,
+        })
     }
 
     /// Module types in order of first appearance.
@@ -119,12 +94,6 @@ impl SnrTable {
             entries.sort_by(|a, b| descending(a.snr, b.snr));
         }
         groups
-    }
-
-    /// The top `top_percent` of modules of each type (spectrum.py's rule), plus `lm_head` and
-    /// `model.embed_tokens` as spectrum.py's YAML always lists them.
-    pub fn select(&self, top_percent: u32) -> Result<Selection> {
-        Selection::top_percent(self, top_percent)
     }
 
     /// `snr_results_<slug>.json`, byte for byte as `json.dump(..., indent=4)` writes it.
@@ -163,6 +132,39 @@ impl SnrTable {
             .collect();
         wrap_object(&items, "")
     }
+}
+
+/// Either form of the JSON, or the reason the text is not an SNR table.
+fn parse_table(text: &str) -> std::result::Result<SnrTable, String> {
+    let map: IndexMap<String, TableValue> = json5::from_str(text).map_err(|e| {
+            format!("expected {{\"<module>\": {{\"snr\": ..., \"type\": ...}}}} or {{\"<type>\": {{\"<module>\": <snr>}}}}: {e}")
+        })?;
+    if map.is_empty() {
+        return Err("the table is empty".into());
+    }
+    let mut entries = Vec::new();
+    let mut form = None;
+    for (key, value) in map {
+        let this_form = matches!(value, TableValue::Entry { .. });
+        if *form.get_or_insert(this_form) != this_form {
+            return Err(format!("`{key}` mixes the plain and the sorted form"));
+        }
+        match value {
+            TableValue::Entry { snr, module_type } => entries.push(SnrEntry {
+                name: key,
+                module_type,
+                snr,
+            }),
+            TableValue::Sorted(modules) => {
+                entries.extend(modules.into_iter().map(|(name, snr)| SnrEntry {
+                    name,
+                    module_type: key.clone(),
+                    snr,
+                }))
+            }
+        }
+    }
+    Ok(SnrTable { entries })
 }
 
 fn wrap_object(items: &[String], indent: &str) -> String {

@@ -3,11 +3,12 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Tensor, backend::Backend};
 
-use super::checkpoint::{Checkpoint, TensorEntry, is_float_dtype};
 use crate::error::{Error, Result};
+use crate::io::{SafetensorsFiles, TensorEntry, is_float_dtype};
+use crate::nn::f32_values;
 
 /// A weight to scan: its name, stored shape, and how to read its values.
-pub struct Weight<'a> {
+pub(super) struct Weight<'a> {
     /// Parameter name or path, e.g. `model.layers.0.self_attn.q_proj.weight`.
     pub param_name: String,
     /// Shape as stored.
@@ -19,7 +20,7 @@ pub struct Weight<'a> {
 impl Weight<'_> {
     /// The matrix the weight is scanned as: `[rows, cols]`, a 1-D weight being `1 x d` and a
     /// weight of more dimensions `prod(leading) x last`.
-    pub fn matrix_shape(&self) -> (usize, usize) {
+    pub(super) fn matrix_shape(&self) -> (usize, usize) {
         match self.shape.as_slice() {
             [] => (1, 1),
             [d] => (1, *d),
@@ -27,18 +28,18 @@ impl Weight<'_> {
         }
     }
 
-    pub fn numel(&self) -> usize {
+    pub(super) fn numel(&self) -> usize {
         self.shape.iter().product()
     }
 }
 
 /// Whether a parameter is a weight matrix spectrum.py would score: named `...weight`.
-pub fn is_weight(param_name: &str) -> bool {
+pub(super) fn is_weight(param_name: &str) -> bool {
     param_name == "weight" || param_name.ends_with(".weight")
 }
 
 /// The weight tensors of a checkpoint, in layer order.
-pub fn checkpoint_weights(checkpoint: &Checkpoint) -> Result<Vec<Weight<'_>>> {
+pub(super) fn file_weights(checkpoint: &SafetensorsFiles) -> Result<Vec<Weight<'_>>> {
     let mut entries: Vec<&TensorEntry> = checkpoint
         .tensors()
         .iter()
@@ -64,7 +65,7 @@ pub fn checkpoint_weights(checkpoint: &Checkpoint) -> Result<Vec<Weight<'_>>> {
 
 /// The float `weight` parameters of a Burn module tree, named by their paths (`Vec` entries
 /// by index, fields by name), in visiting order.
-pub fn module_weights<'a, B: Backend, M: Module<B>>(module: &M) -> Vec<Weight<'a>> {
+pub(super) fn module_weights<'a, B: Backend, M: Module<B>>(module: &M) -> Vec<Weight<'a>> {
     let mut visitor = WeightCollector::<B> {
         path: Vec::new(),
         weights: Vec::new(),
@@ -99,10 +100,7 @@ impl<'a, B: Backend> ModuleVisitor<B> for WeightCollector<'a, B> {
         self.weights.push(Weight {
             param_name,
             shape,
-            read: Box::new(move || {
-                let data = tensor.to_data().convert::<f32>();
-                Ok(data.into_vec::<f32>().expect("converted to f32 just above"))
-            }),
+            read: Box::new(move || Ok(f32_values(tensor.clone()))),
         });
     }
 }

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use super::step::TrainStep;
 use crate::data::DataPosition;
 use crate::error::{Error, Result};
+use crate::io::SafetensorsFiles;
 use crate::io::{StoredTensor, write_atomic, write_json, write_safetensors};
-use crate::params::float_params_f32;
-use crate::spectrum::checkpoint::Checkpoint;
+use crate::nn::float_params_f32;
 
 const WEIGHTS: &str = "trainable.safetensors";
 const OPTIMIZER: &str = "optimizer.mpk";
@@ -66,7 +66,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
             write_json(&tmp.path().join(file), &value).map_err(|e| Error::io(tmp.path(), e))?;
         }
         let optimizer = Recorder::<B>::record(&Bytes::default(), self.optimizer_record(), ())
-            .map_err(|e| Error::InvalidArgument(format!("optimizer state: {e}")))?;
+            .map_err(|e| Error::OptimizerState(e.to_string()))?;
         write_atomic(&tmp.path().join(OPTIMIZER), &optimizer)?;
         let state_json = serde_json::to_value(state).expect("the state serializes");
         write_json(&tmp.path().join(STATE), &state_json).map_err(|e| Error::io(tmp.path(), e))?;
@@ -171,7 +171,7 @@ fn restore_trained<B: Backend, M: burn::module::Module<B>>(
     targets: &Targets,
     device: &B::Device,
 ) -> Result<(M, HashMap<String, ParamId>)> {
-    let checkpoint = Checkpoint::open(weights)?;
+    let checkpoint = SafetensorsFiles::open(weights)?;
     let mut values = HashMap::new();
     for entry in checkpoint.tensors() {
         values.insert(

@@ -8,7 +8,7 @@ use burn::module::{Module, ParamId};
 use burn::tensor::backend::Backend;
 
 use crate::error::{Error, Result};
-use crate::params::float_params;
+use crate::nn::float_params;
 use crate::spectrum::{ScanReport, SnrEntry};
 
 /// How SNRs become learning-rate multipliers: within a module type, a matrix's SNR divided by
@@ -18,7 +18,9 @@ use crate::spectrum::{ScanReport, SnrEntry};
 /// rate stays the overall step size; the clamp keeps one outlier from dominating.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SnrLrScaling {
+    /// The smallest multiplier.
     pub min_scale: f64,
+    /// The largest multiplier.
     pub max_scale: f64,
 }
 
@@ -39,10 +41,11 @@ impl SnrLrScaling {
         if ok(self.min_scale) && ok(self.max_scale) && self.min_scale <= self.max_scale {
             return Ok(());
         }
-        Err(Error::InvalidArgument(format!(
-            "SNR learning-rate scaling needs 0 < min_scale <= max_scale, got [{}, {}]",
-            self.min_scale, self.max_scale
-        )))
+        Err(Error::InvalidSetting {
+            name: "SNR learning-rate scaling",
+            value: format!("[{}, {}]", self.min_scale, self.max_scale),
+            expected: "needs 0 < min_scale <= max_scale",
+        })
     }
 
     /// The multipliers of the modules that `trained` keeps, by module name. A module whose
@@ -149,7 +152,10 @@ mod tests {
                 min_scale,
                 max_scale,
             };
-            assert!(matches!(scaling.validate(), Err(Error::InvalidArgument(_))));
+            assert!(matches!(
+                scaling.validate(),
+                Err(Error::InvalidSetting { .. })
+            ));
         }
         assert!(SnrLrScaling::default().validate().is_ok());
     }

@@ -8,7 +8,9 @@ use crate::model::LlamaForCausalLM;
 /// Parameter counts and bytes of one prepared model under AdamW.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryReport {
+    /// Values that train.
     pub trainable_params: usize,
+    /// All values of the model (NF4 weights counted by value).
     pub total_params: usize,
     /// Float parameters at their element size, plus NF4-packed bases.
     pub weight_bytes: usize,
@@ -46,7 +48,7 @@ fn nf4_bases<B: Backend>(model: &LlamaForCausalLM<B>) -> Vec<(usize, usize)> {
     model
         .projections()
         .into_iter()
-        .filter_map(|(_, p)| p.nf4.as_ref())
+        .filter_map(|(_, p)| p.nf4())
         .map(|w| (w.storage_bytes(), w.shape()[0] * w.shape()[1]))
         .collect()
 }

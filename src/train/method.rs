@@ -47,7 +47,9 @@ pub enum Method {
 /// A model made ready for a method, with the parameters its [`TrainStep`](super::TrainStep)
 /// should train.
 pub struct Prepared<B: AutodiffBackend> {
+    /// The model, frozen but for what trains.
     pub model: LlamaForCausalLM<B>,
+    /// The parameters that train.
     pub trainable: Vec<ParamId>,
     /// The scan a Spectrum selection came from (`None` for a YAML source and for the other
     /// methods): what [`snr_lr_scales`](super::snr_lr_scales) needs.

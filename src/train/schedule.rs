@@ -5,8 +5,11 @@
 /// `total_steps`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LrSchedule {
+    /// The learning rate after warmup.
     pub peak_lr: f64,
+    /// Steps of linear warmup from 0.
     pub warmup_steps: usize,
+    /// Steps over which the cosine decays to 0 (warmup included).
     pub total_steps: usize,
 }
 

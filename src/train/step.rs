@@ -15,15 +15,22 @@ use crate::error::Error;
 /// Optimizer settings: AdamW with decoupled weight decay, global-norm clipping, a schedule.
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
+    /// The learning rate per step.
     pub schedule: LrSchedule,
+    /// AdamW's decoupled weight decay.
     pub weight_decay: f64,
+    /// AdamW's first-moment decay.
     pub beta_1: f64,
+    /// AdamW's second-moment decay.
     pub beta_2: f64,
+    /// AdamW's epsilon.
     pub epsilon: f64,
     /// Clip the global gradient norm to this; `None` leaves gradients as they are.
     pub max_grad_norm: Option<f64>,
-    /// Seeds the backend's random numbers (dropout) at every step from `(seed, step)`, so a
-    /// resumed run draws what the uninterrupted one drew.
+    /// The run's one seed. The backend's random numbers (dropout) are seeded from
+    /// `(seed, step)` at every step, so a resumed run draws what the uninterrupted one drew;
+    /// [`train`](super::train()) records it in checkpoints. Give the same seed to the data
+    /// (`data::prepare`, `data::Batches::new`), which derive their order from it.
     pub seed: u64,
 }
 
@@ -52,6 +59,7 @@ pub struct StepMetrics {
     pub loss: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
+    /// The learning rate the step used.
     pub lr: f64,
     /// Tokens the loss was computed on, over all micro-batches.
     pub tokens: usize,
@@ -59,7 +67,9 @@ pub struct StepMetrics {
 
 /// A step that did not happen: why, and the model as it was.
 pub struct StepFailure<M> {
+    /// The model as it was before the step.
     pub model: M,
+    /// Why the step did not happen.
     pub error: Error,
 }
 
@@ -77,7 +87,9 @@ impl<M> From<StepFailure<M>> for Error {
 
 /// A micro-batch's loss `[1]` and the number of tokens it was computed on.
 pub struct MicroLoss<B: AutodiffBackend> {
+    /// The micro-batch's mean loss, `[1]`.
     pub loss: Tensor<B, 1>,
+    /// Tokens the loss was computed on.
     pub tokens: usize,
 }
 
@@ -148,9 +160,11 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
     /// that is negative or not finite is refused.
     pub fn set_lr_scales(&mut self, scales: HashMap<ParamId, f64>) -> crate::error::Result<()> {
         if let Some(bad) = scales.values().find(|s| !(s.is_finite() && **s >= 0.0)) {
-            return Err(Error::InvalidArgument(format!(
-                "a learning-rate multiplier must be finite and >= 0, got {bad}"
-            )));
+            return Err(Error::InvalidSetting {
+                name: "learning-rate multiplier",
+                value: bad.to_string(),
+                expected: "must be finite and >= 0",
+            });
         }
         self.lr_scales = scales;
         Ok(())
@@ -164,6 +178,11 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
     /// The number of steps taken.
     pub fn steps_done(&self) -> usize {
         self.step
+    }
+
+    /// The optimizer settings, with the run's seed.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
     }
 
     /// The optimizer's state, for checkpoints.
@@ -211,7 +230,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
         mut loss_of: impl FnMut(&M, &T) -> MicroLoss<B>,
     ) -> std::result::Result<(M, StepMetrics), StepFailure<M>> {
         if micro_batches.is_empty() {
-            let error = Error::InvalidArgument("a step needs at least one micro-batch".into());
+            let error = Error::NoMicroBatches;
             return Err(StepFailure { model, error });
         }
         if let Some(device) = model.devices().first() {

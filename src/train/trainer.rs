@@ -12,7 +12,7 @@ use super::lr_scale::{SnrLrScaling, snr_lr_scales};
 use super::step::{MicroLoss, StepMetrics, TrainStep};
 use crate::data::{Batch, Batches};
 use crate::error::Result;
-use crate::params::float_params;
+use crate::nn::float_params;
 use crate::spectrum::{SpectrumSelector, Threshold};
 
 /// How long to train and where to keep checkpoints.
@@ -25,9 +25,8 @@ pub struct TrainerOptions {
     /// Write a checkpoint after every this many steps (and always at the end) into
     /// `checkpoint_dir`; `None` writes none.
     pub checkpoint_every: Option<usize>,
+    /// Where checkpoints go.
     pub checkpoint_dir: PathBuf,
-    /// The run's seed, recorded in checkpoints.
-    pub seed: u64,
     /// Show a progress bar on the terminal.
     pub progress: bool,
     /// Re-scan and re-select the trained weights whenever an epoch ends; `None` keeps the
@@ -41,6 +40,7 @@ pub struct TrainerOptions {
 /// 2-D weight of the module tree is scored, as [`SpectrumSelector::scan_module`] does.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reselect {
+    /// Train the top this many percent of each module type.
     pub top_percent: u32,
     /// Scale the learning rate of each newly selected weight by its SNR.
     pub snr_lr: Option<SnrLrScaling>,
@@ -55,16 +55,20 @@ pub struct Reselection {
     pub epoch: u64,
     /// Parameters trainable from then on.
     pub trainable: usize,
-    /// Paths of the parameters that started and stopped training.
+    /// Paths of the parameters that started training.
     pub added: Vec<String>,
+    /// Paths of the parameters that stopped training.
     pub removed: Vec<String>,
 }
 
 /// What a run did.
 #[derive(Clone, Debug, Default)]
 pub struct TrainReport {
+    /// One entry per step taken.
     pub metrics: Vec<StepMetrics>,
+    /// The checkpoint folders written, in order.
     pub checkpoints: Vec<PathBuf>,
+    /// The re-selections made, in order.
     pub reselections: Vec<Reselection>,
 }
 
@@ -118,7 +122,7 @@ where
             let state = TrainerState {
                 step: done,
                 data_position: batches.data_position(),
-                seed: options.seed,
+                seed: step.config().seed,
             };
             report.checkpoints.push(step.save_checkpoint(
                 &model,

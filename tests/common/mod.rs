@@ -9,11 +9,10 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The published tables of spectrum.py, beside the repository (DESIGN.md section 3).
+/// The published tables of spectrum.py (Apache-2.0, with their license), carried in
+/// `tests/fixtures/spectrum_snr_results/`.
 pub fn published(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference/spectrum_snr_results")
-        .join(name)
+    fixture("spectrum_snr_results").join(name)
 }
 
 pub const PUBLISHED: [&str; 6] = [

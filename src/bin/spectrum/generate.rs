@@ -5,7 +5,7 @@ use std::path::Path;
 
 use burn_spectrum::Result;
 use burn_spectrum::backend::DefaultBackend;
-use burn_spectrum::model::sampling::top_logits;
+use burn_spectrum::model::top_logits;
 use burn_spectrum::model::{
     ChatMessage, GenerationConfig, LlamaForCausalLM, Tokenizer, eos_token_ids, generate,
 };

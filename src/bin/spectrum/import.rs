@@ -7,8 +7,7 @@ use burn_spectrum::Result;
 use burn_spectrum::model::gguf::{OutDtype, import_gguf as import};
 use indicatif::{ProgressBar, ProgressStyle};
 
-pub fn import_gguf(file: &Path, out_dir: &Path, dtype: &str) -> Result<()> {
-    let dtype: OutDtype = dtype.parse().expect("clap checked the value");
+pub fn import_gguf(file: &Path, out_dir: &Path, dtype: OutDtype) -> Result<()> {
     let started = Instant::now();
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tensors ({elapsed})")

@@ -7,6 +7,8 @@ mod scan;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use burn_spectrum::model::gguf::OutDtype;
+use burn_spectrum::spectrum::Threshold;
 use clap::{Parser, Subcommand};
 
 // The allocator matters on the CPU backend: glibc's returns large tensor buffers to the OS and
@@ -37,8 +39,8 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "model_snr_results")]
         out_dir: PathBuf,
         /// spectrum (today's spectrum.py), legacy (published tables), mp (Marchenko–Pastur edge).
-        #[arg(long, default_value = "spectrum", value_parser = ["spectrum", "legacy", "mp"])]
-        threshold: String,
+        #[arg(long, value_enum, default_value_t = Threshold::Spectrum)]
+        threshold: Threshold,
         /// Scan only these module types, e.g. `mlp.down_proj,self_attn.q_proj`.
         #[arg(long, value_delimiter = ',', value_name = "TYPE,...")]
         types: Vec<String>,
@@ -59,8 +61,8 @@ enum Command {
         file: PathBuf,
         out_dir: PathBuf,
         /// Float type of the written safetensors.
-        #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
-        dtype: String,
+        #[arg(long, value_enum, default_value_t = OutDtype::F32)]
+        dtype: OutDtype,
     },
     /// Continue a prompt with a Hugging Face model folder (greedy unless --temperature > 0).
     Generate {
@@ -80,9 +82,16 @@ enum Command {
         /// Wrap the prompt as a user turn with the model's chat template.
         #[arg(long)]
         chat: bool,
-        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-        format: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
+}
+
+/// How `generate` prints its result.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
 }
 
 fn percent() -> clap::builder::RangedI64ValueParser<u32> {
@@ -98,7 +107,7 @@ fn main() -> ExitCode {
             threshold,
             types,
             model_name,
-        } => scan::scan(&model, top_percent, &out_dir, &threshold, types, model_name),
+        } => scan::scan(&model, top_percent, &out_dir, threshold, types, model_name),
         Command::Select {
             snr_json,
             top_percent,
@@ -108,7 +117,7 @@ fn main() -> ExitCode {
             file,
             out_dir,
             dtype,
-        } => import::import_gguf(&file, &out_dir, &dtype),
+        } => import::import_gguf(&file, &out_dir, dtype),
         Command::Generate {
             model_dir,
             prompt,
@@ -125,7 +134,7 @@ fn main() -> ExitCode {
                 top_p,
                 seed,
                 chat,
-                json: format == "json",
+                json: format == Format::Json,
             };
             generate::run(&model_dir, &prompt, &options)
         }

@@ -1,46 +1,40 @@
 //! `spectrum scan` and `spectrum select`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn_spectrum::io::write_atomic;
-use burn_spectrum::{Result, SnrTable, SpectrumSelector, Threshold};
+use burn_spectrum::Result;
+use burn_spectrum::spectrum::{SnrTable, SpectrumSelector, Threshold, write_spectrum_files};
 
 pub fn scan(
     model: &Path,
     mut top_percent: Vec<u32>,
     out_dir: &Path,
-    threshold: &str,
+    threshold: Threshold,
     types: Vec<String>,
     model_name: Option<String>,
 ) -> Result<()> {
     if top_percent.is_empty() {
         top_percent = vec![25, 50];
     }
-    let threshold: Threshold = threshold.parse().expect("clap checked the value");
     let mut selector = SpectrumSelector::new(threshold).with_progress(true);
     if !types.is_empty() {
         selector = selector.with_types(types);
     }
     let started = Instant::now();
-    let report = selector.scan_checkpoint(model)?;
+    let report = selector.scan_safetensors(model)?;
     let seconds = started.elapsed().as_secs_f64();
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }
     let table = report.table();
     let stem = format!("snr_results_{}", slug(model, model_name.as_deref()));
-    let mut files = vec![
-        (format!("{stem}.json"), table.to_json()),
-        (format!("{stem}_sorted.json"), table.to_sorted_json()),
-    ];
-    files.extend(selection_files(&table, &stem, &top_percent)?);
-    let written = write_all(out_dir, &files)?;
+    let written = write_spectrum_files(&table, out_dir, &stem, true, &top_percent)?;
     println!(
         "scanned {} weights in {seconds:.2} s (threshold {}); wrote {}",
         report.modules.len(),
         threshold.name(),
-        written.join(", ")
+        names(&written)
     );
     Ok(())
 }
@@ -52,42 +46,14 @@ pub fn select(snr_json: &Path, top_percent: &[u32], out_dir: &Path) -> Result<()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let stem = stem.strip_suffix("_sorted").unwrap_or(&stem).to_owned();
-    let files = selection_files(&table, &stem, top_percent)?;
-    let written = write_all(out_dir, &files)?;
+    let written = write_spectrum_files(&table, out_dir, &stem, false, top_percent)?;
     println!(
         "selected from {} modules of {} types; wrote {}",
         table.entries.len(),
         table.types().len(),
-        written.join(", ")
+        names(&written)
     );
     Ok(())
-}
-
-fn selection_files(
-    table: &SnrTable,
-    stem: &str,
-    percents: &[u32],
-) -> Result<Vec<(String, String)>> {
-    percents
-        .iter()
-        .map(|&pct| {
-            let yaml = table.select(pct)?.to_yaml();
-            Ok((format!("{stem}_unfrozenparameters_{pct}percent.yaml"), yaml))
-        })
-        .collect()
-}
-
-/// Writes every file atomically; the contents were all computed before the first write.
-fn write_all(out_dir: &Path, files: &[(String, String)]) -> Result<Vec<String>> {
-    std::fs::create_dir_all(out_dir).map_err(|e| burn_spectrum::Error::io(out_dir, e))?;
-    files
-        .iter()
-        .map(|(name, contents)| {
-            let path = out_dir.join(name);
-            write_atomic(&path, contents.as_bytes())?;
-            Ok(path.display().to_string())
-        })
-        .collect()
 }
 
 /// spectrum.py's slug: the model name with `/` and `_` replaced by `-`.
@@ -106,4 +72,9 @@ fn slug(model: &Path, model_name: Option<&str>) -> String {
         }
     };
     name.replace(['/', '_'], "-")
+}
+
+fn names(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
 }

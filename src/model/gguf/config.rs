@@ -2,9 +2,11 @@
 
 use serde_json::{Map, Value, json};
 
-use super::import::OutDtype;
-use super::reader::GgufFile;
-use super::{GgufError, Result};
+use super::dtype::OutDtype;
+use crate::error::GgufError;
+use crate::io::gguf::GgufFile;
+
+type Result<T> = std::result::Result<T, GgufError>;
 
 /// The GGUF architecture this importer understands.
 const ARCH: &str = "llama";
@@ -14,7 +16,7 @@ const ARCH: &str = "llama";
 ///
 /// Errors: an architecture other than `llama`, mixture-of-experts models, missing or
 /// inconsistent sizes, a RoPE scaling that Hugging Face's Llama cannot express here.
-pub fn hf_config(gguf: &GgufFile, dtype: OutDtype) -> Result<Value> {
+pub(super) fn hf_config(gguf: &GgufFile, dtype: OutDtype) -> Result<Value> {
     let arch = gguf.get_str("general.architecture")?;
     if arch != ARCH {
         return Err(GgufError::UnsupportedArchitecture {

@@ -1,100 +1,19 @@
 //! `import_gguf`: a llama-architecture GGUF file -> a Hugging Face model folder.
 
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use half::{bf16, f16};
-use rayon::prelude::*;
-use safetensors::Dtype;
 use serde_json::Value;
 
 use super::config::hf_config;
+use super::dtype::OutDtype;
 use super::permute::unpermute_rows;
-use super::reader::{GgufFile, TensorInfo};
 use super::tokenizer::{hf_generation_config, hf_tokenizer, hf_tokenizer_config};
-use super::{GgufError, Result};
+use crate::error::GgufError;
+use crate::io::gguf::{GgufFile, TensorInfo};
 use crate::io::{self, StoredTensor};
 
-/// Values converted per rayon task.
-const VALUES_PER_TASK: usize = 1 << 16;
-
-/// The float type of the written `model.safetensors`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OutDtype {
-    #[default]
-    F32,
-    F16,
-    Bf16,
-}
-
-impl OutDtype {
-    /// PyTorch's name, for `config.json`'s `torch_dtype` (`bfloat16`).
-    pub fn torch_name(self) -> &'static str {
-        match self {
-            OutDtype::F32 => "float32",
-            OutDtype::F16 => "float16",
-            OutDtype::Bf16 => "bfloat16",
-        }
-    }
-
-    fn safetensors_dtype(self) -> Dtype {
-        match self {
-            OutDtype::F32 => Dtype::F32,
-            OutDtype::F16 => Dtype::F16,
-            OutDtype::Bf16 => Dtype::BF16,
-        }
-    }
-
-    /// Little-endian bytes of `values` in this type, rounding to nearest-even as torch does.
-    fn encode(self, values: &[f32]) -> Vec<u8> {
-        match self {
-            OutDtype::F32 => encode_with(values, f32::to_le_bytes),
-            OutDtype::F16 => encode_with(values, |v| f16::from_f32(v).to_le_bytes()),
-            OutDtype::Bf16 => encode_with(values, |v| bf16::from_f32(v).to_le_bytes()),
-        }
-    }
-}
-
-/// `values` converted by `encode` into `N` bytes each, in parallel.
-fn encode_with<const N: usize>(values: &[f32], encode: impl Fn(f32) -> [u8; N] + Sync) -> Vec<u8> {
-    let mut out = vec![0u8; values.len() * N];
-    out.par_chunks_mut(VALUES_PER_TASK * N)
-        .zip(values.par_chunks(VALUES_PER_TASK))
-        .for_each(|(out, values)| {
-            for (o, &v) in out.chunks_exact_mut(N).zip(values) {
-                o.copy_from_slice(&encode(v));
-            }
-        });
-    out
-}
-
-impl FromStr for OutDtype {
-    type Err = String;
-
-    /// `f32`, `f16` or `bf16`.
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "f32" => Ok(OutDtype::F32),
-            "f16" => Ok(OutDtype::F16),
-            "bf16" => Ok(OutDtype::Bf16),
-            other => Err(format!(
-                "unknown dtype `{other}` (expected f32, f16 or bf16)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for OutDtype {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            OutDtype::F32 => "f32",
-            OutDtype::F16 => "f16",
-            OutDtype::Bf16 => "bf16",
-        })
-    }
-}
+type Result<T> = std::result::Result<T, GgufError>;
 
 /// What [`import_gguf`] wrote.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,9 +33,9 @@ pub struct ImportSummary {
     pub warnings: Vec<String>,
 }
 
-/// Hugging Face name of a GGUF tensor of a Llama model (DESIGN.md section 5), or `None` for a
+/// Hugging Face name of a GGUF tensor of a Llama model (ARCHITECTURE.md, "GGUF names"), or `None` for a
 /// tensor Hugging Face's Llama has no place for.
-pub fn hf_tensor_name(gguf_name: &str) -> Option<String> {
+pub(super) fn hf_tensor_name(gguf_name: &str) -> Option<String> {
     let (base, suffix) = gguf_name.rsplit_once('.')?;
     if suffix != "weight" && suffix != "bias" {
         return None;
@@ -299,17 +218,5 @@ mod tests {
         for (gguf, hf) in cases {
             assert_eq!(hf_tensor_name(gguf).as_deref(), hf, "{gguf}");
         }
-    }
-
-    #[test]
-    fn dtype_parsing_and_rounding() {
-        assert_eq!("bf16".parse::<OutDtype>(), Ok(OutDtype::Bf16));
-        assert!("f64".parse::<OutDtype>().is_err());
-        assert_eq!(OutDtype::default().to_string(), "f32");
-        // 1 + 2^-8 is halfway between two bf16 values: ties go to the even one (1.0).
-        let bytes = OutDtype::Bf16.encode(&[1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-8)]);
-        assert_eq!(bytes, vec![0x80, 0x3F, 0x82, 0x3F]);
-        let bytes = OutDtype::F16.encode(&[65520.0]); // rounds up to infinity, as torch does
-        assert_eq!(bytes, vec![0x00, 0x7C]);
     }
 }

@@ -10,7 +10,7 @@
 ///
 /// Returns the HF-ordered `[rows, cols]` buffer, or why the shape does not fit: `data.len()`
 /// must be `rows * cols`, and `rows / heads` an even whole number.
-pub fn unpermute_rows(
+pub(super) fn unpermute_rows(
     data: &[f32],
     rows: usize,
     cols: usize,

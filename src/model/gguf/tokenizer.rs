@@ -10,11 +10,13 @@
 
 use serde_json::{Map, Value, json};
 
-use super::reader::GgufFile;
-use super::{GgufError, Result};
+use crate::error::GgufError;
+use crate::io::gguf::GgufFile;
+
+type Result<T> = std::result::Result<T, GgufError>;
 
 /// Pre-tokenizer names (`tokenizer.ggml.pre`) that [`hf_tokenizer`] rebuilds.
-pub const SUPPORTED_PRE: &[&str] = &["gpt2", "smollm"];
+pub(super) const SUPPORTED_PRE: &[&str] = &["gpt2", "smollm"];
 
 /// GGUF token types (`tokenizer.ggml.token_type`) that become `added_tokens`.
 const CONTROL: i64 = 3;
@@ -83,7 +85,7 @@ impl<'a> Vocab<'a> {
 ///
 /// Errors: a tokenizer model other than `gpt2`, a pre-tokenizer not in [`SUPPORTED_PRE`],
 /// missing tokens or merges, `add_bos_token` without a BOS token.
-pub fn hf_tokenizer(gguf: &GgufFile) -> Result<Value> {
+pub(super) fn hf_tokenizer(gguf: &GgufFile) -> Result<Value> {
     let vocab = Vocab::read(gguf)?;
     let merges = gguf.get_str_array("tokenizer.ggml.merges")?;
     let add_prefix_space = gguf
@@ -184,7 +186,7 @@ fn post_processor(gguf: &GgufFile, vocab: &Vocab) -> Result<Value> {
 
 /// Build `tokenizer_config.json` (keys sorted, as transformers writes it): GPT-2 tokenizer
 /// class, special tokens as strings, the chat template, `model_max_length` = context length.
-pub fn hf_tokenizer_config(gguf: &GgufFile) -> Result<Value> {
+pub(super) fn hf_tokenizer_config(gguf: &GgufFile) -> Result<Value> {
     let vocab = Vocab::read(gguf)?;
     let token = |key: &str| -> Result<Value> {
         Ok(vocab
@@ -244,7 +246,7 @@ pub fn hf_tokenizer_config(gguf: &GgufFile) -> Result<Value> {
 }
 
 /// Build `generation_config.json`: the BOS, EOS and (when given) padding token ids.
-pub fn hf_generation_config(gguf: &GgufFile) -> Result<Value> {
+pub(super) fn hf_generation_config(gguf: &GgufFile) -> Result<Value> {
     let mut c = Map::new();
     c.insert(
         "bos_token_id".into(),

@@ -5,10 +5,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use burn_spectrum::model::gguf::{
-    GgmlType, GgufError, GgufFile, OutDtype, dequantize, hf_config, hf_tokenizer,
-    hf_tokenizer_config, import_gguf,
-};
+use super::config::hf_config;
+use super::tokenizer::{hf_tokenizer, hf_tokenizer_config};
+use super::{OutDtype, import_gguf};
+use crate::error::GgufError;
+use crate::io::gguf::{GgmlType, GgufFile, dequantize};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 

@@ -2,7 +2,7 @@
 
 /// Transposes a row-major `[rows, cols]` matrix: PyTorch's `[out, in]` to Burn's `[in, out]`
 /// and back. Done on plain memory so that the parameter is contiguous.
-pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; values.len()];
     // Tiles keep both the reads and the writes within cache lines.
     const TILE: usize = 32;

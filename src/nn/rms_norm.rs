@@ -1,7 +1,27 @@
 //! Root-mean-square layer norm with the Hugging Face parameter name `weight`.
 
-use burn::module::{Module, Param};
+use burn::config::Config;
+use burn::module::{Initializer, Module, Param};
 use burn::tensor::{Tensor, backend::Backend};
+
+/// The width and epsilon of an [`RmsNorm`].
+#[derive(Config, Debug)]
+pub struct RmsNormConfig {
+    /// Width of the normalised axis.
+    pub hidden: usize,
+    /// Added to the mean square before the square root.
+    pub eps: f64,
+}
+
+impl RmsNormConfig {
+    /// A norm with unit gain (lazily initialised).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> RmsNorm<B> {
+        RmsNorm {
+            weight: Initializer::Ones.init([self.hidden], device),
+            eps: self.eps,
+        }
+    }
+}
 
 /// `x * rsqrt(mean(x^2) + eps) * weight` over the last axis.
 #[derive(Module, Debug)]
@@ -12,18 +32,6 @@ pub struct RmsNorm<B: Backend> {
 }
 
 impl<B: Backend> RmsNorm<B> {
-    /// A norm with unit gain.
-    pub fn new(hidden: usize, eps: f64, device: &B::Device) -> Self {
-        Self::from_weight(Tensor::ones([hidden], device), eps)
-    }
-
-    pub fn from_weight(weight: Tensor<B, 1>, eps: f64) -> Self {
-        RmsNorm {
-            weight: Param::from_tensor(weight),
-            eps,
-        }
-    }
-
     /// # Shapes
     /// - x: `[..., hidden]`, returned in the same shape.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {

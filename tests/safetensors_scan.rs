@@ -9,13 +9,13 @@ use burn::backend::Flex;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use burn_spectrum::spectrum::checkpoint::Checkpoint;
-use burn_spectrum::{Error, ScanReport, SnrTable, SpectrumSelector, Threshold};
+use burn_spectrum::Error;
+use burn_spectrum::spectrum::{ScanReport, SnrTable, SpectrumSelector, Threshold};
 use common::{close, fixture};
 
 fn scan(path: &Path, threshold: Threshold) -> ScanReport {
     SpectrumSelector::new(threshold)
-        .scan_checkpoint(path)
+        .scan_safetensors(path)
         .unwrap()
 }
 
@@ -109,13 +109,13 @@ fn report_has_shape_threshold_and_signal_count() {
 fn types_filter_keeps_only_those_types() {
     let report = SpectrumSelector::new(Threshold::Spectrum)
         .with_types(vec!["mlp.down_proj".into(), "model.norm".into()])
-        .scan_checkpoint(&fixture("tiny_llama"))
+        .scan_safetensors(&fixture("tiny_llama"))
         .unwrap();
     let names: Vec<&str> = report.modules.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names.len(), 3, "{names:?}");
     let unknown = SpectrumSelector::new(Threshold::Spectrum)
         .with_types(vec!["mlp.nope".into()])
-        .scan_checkpoint(&fixture("tiny_llama"));
+        .scan_safetensors(&fixture("tiny_llama"));
     assert!(
         matches!(unknown, Err(Error::NothingToScan(m)) if m.contains("mlp.nope") && m.contains("mlp.down_proj"))
     );
@@ -166,12 +166,17 @@ struct CausalLm<B: Backend> {
 
 type B = Flex;
 
-struct Weights(Checkpoint);
+/// The bytes of an f32 safetensors file, read with the `safetensors` crate itself.
+struct Weights(Vec<u8>);
 
 impl Weights {
     fn get(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
-        let t = self.0.tensors().iter().find(|t| t.name == name).unwrap();
-        (self.0.read_f32(t).unwrap(), t.shape.clone())
+        let file = safetensors::SafeTensors::deserialize(&self.0).unwrap();
+        let t = file.tensor(name).unwrap();
+        assert_eq!(t.dtype(), safetensors::Dtype::F32);
+        let values = t.data().chunks_exact(4);
+        let values = values.map(|b| f32::from_le_bytes(b.try_into().unwrap()));
+        (values.collect(), t.shape().to_vec())
     }
 
     /// A Linear from an HF `[out, in]` weight (Burn stores `[in, out]`).
@@ -239,7 +244,7 @@ impl Weights {
 }
 
 fn tiny_module() -> CausalLm<B> {
-    Weights(Checkpoint::open(&fixture("tiny_llama")).unwrap()).model()
+    Weights(std::fs::read(fixture("tiny_llama/model.safetensors")).unwrap()).model()
 }
 
 #[test]
@@ -303,7 +308,7 @@ fn selection_gives_the_param_ids_to_train() {
 
 fn scan_err(path: &Path) -> Error {
     SpectrumSelector::new(Threshold::Spectrum)
-        .scan_checkpoint(path)
+        .scan_safetensors(path)
         .unwrap_err()
 }
 

@@ -31,27 +31,30 @@ impl<B: Backend> Nf4Weight<B> {
     /// for every projection of the models we load.
     pub fn quantize(values: &[f32], [out, inp]: [usize; 2], device: &B::Device) -> Result<Self> {
         if !values.len().is_multiple_of(NF4_BLOCK) {
-            return Err(Error::InvalidArgument(format!(
-                "NF4 needs whole blocks of {NF4_BLOCK} values; [{out}, {inp}] has {}",
-                values.len()
-            )));
+            return Err(Error::Nf4Blocks {
+                block: NF4_BLOCK,
+                rows: out,
+                cols: inp,
+                values: values.len(),
+            });
         }
-        let tensor = nf4::quantize(values, [out, inp], true)
-            .map_err(|e| Error::InvalidArgument(format!("NF4: {e}")))?;
+        let tensor = nf4::quantize(values, [out, inp], true)?;
         Self::from_nf4(&tensor, device)
     }
 
     /// From a quantized tensor with double-quantized scales.
     pub fn from_nf4(tensor: &Nf4Tensor, device: &B::Device) -> Result<Self> {
         let Absmax::Double(double) = &tensor.absmax else {
-            return Err(Error::InvalidArgument(
-                "Nf4Weight stores double-quantized scales".into(),
-            ));
+            return Err(Error::Nf4NotDoubleQuantized);
         };
         if !tensor.numel().is_multiple_of(NF4_BLOCK) {
-            return Err(Error::InvalidArgument(format!(
-                "NF4 needs whole blocks of {NF4_BLOCK} values"
-            )));
+            let [rows, cols] = tensor.shape;
+            return Err(Error::Nf4Blocks {
+                block: NF4_BLOCK,
+                rows,
+                cols,
+                values: tensor.numel(),
+            });
         }
         let words: Vec<i32> = tensor.packed_u32().into_iter().map(|w| w as i32).collect();
         let absmax_words: Vec<i32> = double

@@ -1,4 +1,4 @@
-//! GGUF file reader: header, metadata key/values, tensor infos and tensor data over a memory map.
+//! The GGUF parser: header, metadata key/values and tensor infos.
 //!
 //! Layout (little-endian, versions 2 and 3):
 //! `"GGUF"`, `u32` version, `u64` tensor count, `u64` metadata count, the metadata key/values,
@@ -10,14 +10,15 @@
 //! huge allocation.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use indexmap::IndexMap;
-use memmap2::Mmap;
 
-use super::dequant::{GgmlType, dequantize, ggml_type_name};
-use super::{GgufError, Result};
+use super::dequant::{GgmlType, ggml_type_name};
+use super::value::{MetaArray, MetaValue, TensorInfo, describe};
+use crate::error::GgufError;
+
+type Result<T> = std::result::Result<T, GgufError>;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
@@ -32,421 +33,26 @@ const MIN_KV_BYTES: u64 = 13;
 /// Entries reserved up front at most; beyond this, vectors grow as entries really parse.
 const MAX_PREALLOC: usize = 1 << 16;
 
-/// One metadata value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum MetaValue {
-    U8(u8),
-    I8(i8),
-    U16(u16),
-    I16(i16),
-    U32(u32),
-    I32(i32),
-    U64(u64),
-    I64(i64),
-    F32(f32),
-    F64(f64),
-    Bool(bool),
-    Str(String),
-    Array(MetaArray),
-}
-
-/// A metadata array, stored by element type (so that 49k token strings are one `Vec<String>`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum MetaArray {
-    U8(Vec<u8>),
-    I8(Vec<i8>),
-    U16(Vec<u16>),
-    I16(Vec<i16>),
-    U32(Vec<u32>),
-    I32(Vec<i32>),
-    U64(Vec<u64>),
-    I64(Vec<i64>),
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    Bool(Vec<bool>),
-    Str(Vec<String>),
-    /// An array of arrays (each inner array may have its own element type).
-    Array(Vec<MetaArray>),
-}
-
-impl MetaValue {
-    /// The value as an integer, for any integer type.
-    pub fn as_int(&self) -> Option<i128> {
-        Some(match *self {
-            MetaValue::U8(v) => v.into(),
-            MetaValue::I8(v) => v.into(),
-            MetaValue::U16(v) => v.into(),
-            MetaValue::I16(v) => v.into(),
-            MetaValue::U32(v) => v.into(),
-            MetaValue::I32(v) => v.into(),
-            MetaValue::U64(v) => v.into(),
-            MetaValue::I64(v) => v.into(),
-            _ => return None,
-        })
-    }
-
-    /// The value as a float, for `F32` and `F64`.
-    pub fn as_f64(&self) -> Option<f64> {
-        match *self {
-            MetaValue::F32(v) => Some(v.into()),
-            MetaValue::F64(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    /// The value as a string.
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            MetaValue::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// A short name of the value's type, for error messages.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            MetaValue::U8(_) => "u8",
-            MetaValue::I8(_) => "i8",
-            MetaValue::U16(_) => "u16",
-            MetaValue::I16(_) => "i16",
-            MetaValue::U32(_) => "u32",
-            MetaValue::I32(_) => "i32",
-            MetaValue::U64(_) => "u64",
-            MetaValue::I64(_) => "i64",
-            MetaValue::F32(_) => "f32",
-            MetaValue::F64(_) => "f64",
-            MetaValue::Bool(_) => "bool",
-            MetaValue::Str(_) => "string",
-            MetaValue::Array(_) => "array",
-        }
-    }
-}
-
-impl MetaArray {
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            MetaArray::U8(v) => v.len(),
-            MetaArray::I8(v) => v.len(),
-            MetaArray::U16(v) => v.len(),
-            MetaArray::I16(v) => v.len(),
-            MetaArray::U32(v) => v.len(),
-            MetaArray::I32(v) => v.len(),
-            MetaArray::U64(v) => v.len(),
-            MetaArray::I64(v) => v.len(),
-            MetaArray::F32(v) => v.len(),
-            MetaArray::F64(v) => v.len(),
-            MetaArray::Bool(v) => v.len(),
-            MetaArray::Str(v) => v.len(),
-            MetaArray::Array(v) => v.len(),
-        }
-    }
-
-    /// Whether the array has no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The elements as integers, for any integer element type.
-    pub fn to_ints(&self) -> Option<Vec<i128>> {
-        fn ints<T: Copy + Into<i128>>(v: &[T]) -> Vec<i128> {
-            v.iter().map(|&x| x.into()).collect()
-        }
-        Some(match self {
-            MetaArray::U8(v) => ints(v),
-            MetaArray::I8(v) => ints(v),
-            MetaArray::U16(v) => ints(v),
-            MetaArray::I16(v) => ints(v),
-            MetaArray::U32(v) => ints(v),
-            MetaArray::I32(v) => ints(v),
-            MetaArray::U64(v) => ints(v),
-            MetaArray::I64(v) => ints(v),
-            _ => return None,
-        })
-    }
-}
-
-/// Where one tensor is and what it holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorInfo {
-    /// GGUF name (`blk.0.attn_q.weight`).
-    pub name: String,
-    /// Row-major shape: the GGUF dims reversed, so a matrix is `[rows, cols]` like PyTorch.
-    pub shape: Vec<usize>,
-    /// Storage type.
-    pub ggml_type: GgmlType,
-    /// Byte offset of the data from the start of the data section.
-    pub offset: u64,
-    /// Bytes of data.
-    pub n_bytes: usize,
-}
-
-impl TensorInfo {
-    /// Number of values (product of the shape; 1 for a scalar).
-    pub fn n_elements(&self) -> usize {
-        // Saturating: a zero dimension may follow dimensions whose product overflows (the
-        // reader bounds the true product, not every partial one).
-        self.shape
-            .iter()
-            .fold(1, |n: usize, &d| n.saturating_mul(d))
-    }
-}
-
-/// An open GGUF file: parsed header, metadata and tensor infos, data memory-mapped.
-#[derive(Debug)]
-pub struct GgufFile {
-    path: PathBuf,
-    map: Mmap,
-    version: u32,
-    alignment: u64,
-    data_offset: u64,
-    metadata: IndexMap<String, MetaValue>,
-    tensors: Vec<TensorInfo>,
-}
-
-impl GgufFile {
-    /// Open and parse `path`; checks that every tensor's data lies inside the file.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|e| GgufError::io(&path, e))?;
-        // SAFETY: the map is read-only; a file changed under it by another process while we
-        // read gives wrong numbers, not undefined behaviour in safe code that only reads bytes.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| GgufError::io(&path, e))?;
-        let parsed = Parser::new(&map, &path).parse()?;
-        Ok(GgufFile {
-            path,
-            map,
-            version: parsed.version,
-            alignment: parsed.alignment,
-            data_offset: parsed.data_offset,
-            metadata: parsed.metadata,
-            tensors: parsed.tensors,
-        })
-    }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// GGUF version (2 or 3).
-    pub fn version(&self) -> u32 {
-        self.version
-    }
-
-    /// Data alignment in bytes (`general.alignment`, default 32).
-    pub fn alignment(&self) -> u64 {
-        self.alignment
-    }
-
-    /// Byte offset of the data section in the file.
-    pub fn data_offset(&self) -> u64 {
-        self.data_offset
-    }
-
-    /// All metadata, in file order.
-    pub fn metadata_map(&self) -> &IndexMap<String, MetaValue> {
-        &self.metadata
-    }
-
-    /// One metadata value.
-    pub fn metadata(&self, key: &str) -> Option<&MetaValue> {
-        self.metadata.get(key)
-    }
-
-    /// All tensor infos, in file order.
-    pub fn tensors(&self) -> &[TensorInfo] {
-        &self.tensors
-    }
-
-    /// The tensor info named `name`.
-    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.tensors.iter().find(|t| t.name == name)
-    }
-
-    /// The raw bytes of a tensor of this file (empty for an info of another file that does
-    /// not fit in this one).
-    pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
-        let start = self.data_offset.saturating_add(info.offset);
-        usize::try_from(start)
-            .ok()
-            .and_then(|start| self.map.get(start..start.checked_add(info.n_bytes)?))
-            .unwrap_or(&[])
-    }
-
-    /// A tensor's values as `f32`, row-major over [`TensorInfo::shape`].
-    pub fn tensor_f32(&self, info: &TensorInfo) -> Result<Vec<f32>> {
-        dequantize(info.ggml_type, self.tensor_bytes(info), info.n_elements()).map_err(|e| {
-            GgufError::InvalidTensor {
-                path: self.path.clone(),
-                tensor: info.name.clone(),
-                reason: e.to_string(),
-            }
-        })
-    }
-
-    /// Look up `key` and convert it with `convert` (which says what it expected on failure);
-    /// `Ok(None)` when the key is absent.
-    fn opt<'a, T>(
-        &'a self,
-        key: &str,
-        expected: &str,
-        convert: impl FnOnce(&'a MetaValue) -> Option<T>,
-    ) -> Result<Option<T>> {
-        let Some(value) = self.metadata.get(key) else {
-            return Ok(None);
-        };
-        match convert(value) {
-            Some(v) => Ok(Some(v)),
-            None => Err(self.invalid(
-                key,
-                format!("expected {expected}, found {}", describe(value)),
-            )),
-        }
-    }
-
-    /// Like [`Self::opt`], but a missing key is [`GgufError::MissingMetadata`].
-    fn req<'a, T>(
-        &'a self,
-        key: &str,
-        expected: &str,
-        convert: impl FnOnce(&'a MetaValue) -> Option<T>,
-    ) -> Result<T> {
-        self.opt(key, expected, convert)?
-            .ok_or_else(|| GgufError::MissingMetadata {
-                path: self.path.clone(),
-                key: key.to_string(),
-            })
-    }
-
-    /// An [`GgufError::InvalidMetadata`] for `key` of this file.
-    pub fn invalid(&self, key: &str, reason: impl Into<String>) -> GgufError {
-        GgufError::InvalidMetadata {
-            path: self.path.clone(),
-            key: key.to_string(),
-            reason: reason.into(),
-        }
-    }
-
-    /// An [`GgufError::Unsupported`] for this file: `what` it declares, and why we refuse it.
-    pub fn unsupported(&self, what: &str, reason: &str) -> GgufError {
-        GgufError::Unsupported {
-            path: self.path.clone(),
-            what: what.to_string(),
-            reason: reason.to_string(),
-        }
-    }
-
-    /// An integer value (any integer type) that fits a `u32`; `None` if absent.
-    pub fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
-        self.opt(key, "an integer in u32 range", |v| {
-            u32::try_from(v.as_int()?).ok()
-        })
-    }
-
-    /// An integer value (any integer type) that fits a `u32`.
-    pub fn get_u32(&self, key: &str) -> Result<u32> {
-        self.req(key, "an integer in u32 range", |v| {
-            u32::try_from(v.as_int()?).ok()
-        })
-    }
-
-    /// An integer value (any integer type) that fits a `u64`.
-    pub fn get_u64(&self, key: &str) -> Result<u64> {
-        self.req(key, "an integer in u64 range", |v| {
-            u64::try_from(v.as_int()?).ok()
-        })
-    }
-
-    /// An `f32` or `f64` value, as `f32`; `None` if absent.
-    pub fn opt_f32(&self, key: &str) -> Result<Option<f32>> {
-        self.opt(key, "a float", |v| v.as_f64().map(|x| x as f32))
-    }
-
-    /// An `f32` or `f64` value, as `f32`.
-    pub fn get_f32(&self, key: &str) -> Result<f32> {
-        self.req(key, "a float", |v| v.as_f64().map(|x| x as f32))
-    }
-
-    /// A boolean value; `None` if absent.
-    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
-        self.opt(key, "a bool", |v| match v {
-            MetaValue::Bool(b) => Some(*b),
-            _ => None,
-        })
-    }
-
-    /// A string value; `None` if absent.
-    pub fn opt_str(&self, key: &str) -> Result<Option<&str>> {
-        self.opt(key, "a string", MetaValue::as_str)
-    }
-
-    /// A string value.
-    pub fn get_str(&self, key: &str) -> Result<&str> {
-        self.req(key, "a string", MetaValue::as_str)
-    }
-
-    /// An array of strings; `None` if absent.
-    pub fn opt_str_array(&self, key: &str) -> Result<Option<&[String]>> {
-        self.opt(key, "an array of strings", |v| match v {
-            MetaValue::Array(MetaArray::Str(s)) => Some(s.as_slice()),
-            _ => None,
-        })
-    }
-
-    /// An array of strings.
-    pub fn get_str_array(&self, key: &str) -> Result<&[String]> {
-        self.req(key, "an array of strings", |v| match v {
-            MetaValue::Array(MetaArray::Str(s)) => Some(s.as_slice()),
-            _ => None,
-        })
-    }
-
-    /// An array of integers (any integer element type) that fit an `i64`; `None` if absent.
-    pub fn opt_int_array(&self, key: &str) -> Result<Option<Vec<i64>>> {
-        self.opt(key, "an array of integers", |v| match v {
-            MetaValue::Array(a) => a
-                .to_ints()?
-                .into_iter()
-                .map(|x| i64::try_from(x).ok())
-                .collect(),
-            _ => None,
-        })
-    }
-}
-
-/// `u32 7` / `array of 3 string` for error messages.
-fn describe(value: &MetaValue) -> String {
-    match value {
-        MetaValue::Array(a) => format!("an array of {} elements", a.len()),
-        MetaValue::Str(_) => "a string".to_string(),
-        other => match (other.as_int(), other.as_f64()) {
-            (Some(i), _) => format!("{} {i}", other.type_name()),
-            (_, Some(f)) => format!("{} {f}", other.type_name()),
-            _ => format!("a {}", other.type_name()),
-        },
-    }
-}
-
 /// What [`Parser::parse`] found.
 #[derive(Debug)]
-struct Parsed {
-    version: u32,
-    alignment: u64,
-    data_offset: u64,
-    metadata: IndexMap<String, MetaValue>,
-    tensors: Vec<TensorInfo>,
+pub(super) struct Parsed {
+    /// Checked (2 or 3) and kept for the tests; nothing else needs it once parsed.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(super) version: u32,
+    pub(super) data_offset: u64,
+    pub(super) metadata: IndexMap<String, MetaValue>,
+    pub(super) tensors: Vec<TensorInfo>,
 }
 
 /// A bounds-checked little-endian reader over the whole file.
-struct Parser<'a> {
+pub(super) struct Parser<'a> {
     buf: &'a [u8],
     pos: usize,
     path: &'a Path,
 }
 
 impl<'a> Parser<'a> {
-    fn new(buf: &'a [u8], path: &'a Path) -> Self {
+    pub(super) fn new(buf: &'a [u8], path: &'a Path) -> Self {
         Parser { buf, pos: 0, path }
     }
 
@@ -517,7 +123,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Header, metadata, tensor infos, then the data-section checks.
-    fn parse(mut self) -> Result<Parsed> {
+    pub(super) fn parse(mut self) -> Result<Parsed> {
         let version = self.header()?;
         let tensor_count = self.u64(&|| "tensor count".into())?;
         let kv_count = self.u64(&|| "metadata count".into())?;
@@ -553,7 +159,6 @@ impl<'a> Parser<'a> {
         }
         Ok(Parsed {
             version,
-            alignment,
             data_offset,
             metadata,
             tensors,

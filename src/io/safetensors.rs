@@ -13,11 +13,11 @@ use safetensors::{Dtype, SafeTensors};
 use crate::error::{Error, Result};
 
 /// Name of the index of a sharded checkpoint.
-pub const INDEX_FILE: &str = "model.safetensors.index.json";
+pub(crate) const INDEX_FILE: &str = "model.safetensors.index.json";
 
 /// One tensor of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TensorEntry {
+pub(crate) struct TensorEntry {
     /// Parameter name, e.g. `model.layers.0.mlp.down_proj.weight`.
     pub name: String,
     /// Shape as stored (HF layout, `[out, in]` for a Linear).
@@ -30,17 +30,17 @@ pub struct TensorEntry {
 }
 
 /// An opened checkpoint: one `.safetensors` file, a folder of them, or a sharded folder.
-pub struct Checkpoint {
+pub(crate) struct SafetensorsFiles {
     files: Vec<(PathBuf, Mmap)>,
     tensors: Vec<TensorEntry>,
 }
 
-impl Checkpoint {
+impl SafetensorsFiles {
     /// Opens a `.safetensors` file, or a Hugging Face folder (with or without
     /// `model.safetensors.index.json`). Every file's header is validated against its size.
-    pub fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
         let paths = safetensors_files(path)?;
-        let mut checkpoint = Checkpoint {
+        let mut checkpoint = SafetensorsFiles {
             files: Vec::new(),
             tensors: Vec::new(),
         };
@@ -79,17 +79,17 @@ impl Checkpoint {
     }
 
     /// All tensors, in file order then name order (unspecified otherwise).
-    pub fn tensors(&self) -> &[TensorEntry] {
+    pub(crate) fn tensors(&self) -> &[TensorEntry] {
         &self.tensors
     }
 
     /// The file a tensor lives in.
-    pub fn file_of(&self, tensor: &TensorEntry) -> &Path {
+    pub(crate) fn file_of(&self, tensor: &TensorEntry) -> &Path {
         &self.files[tensor.file].0
     }
 
     /// The tensor's values as f32, row-major.
-    pub fn read_f32(&self, tensor: &TensorEntry) -> Result<Vec<f32>> {
+    pub(crate) fn read_f32(&self, tensor: &TensorEntry) -> Result<Vec<f32>> {
         let (path, map) = &self.files[tensor.file];
         let bytes = &map[tensor.start..tensor.end];
         let values = to_f32(bytes, tensor.dtype).ok_or_else(|| Error::UnsupportedDtype {
@@ -102,8 +102,8 @@ impl Checkpoint {
     }
 }
 
-/// Whether [`Checkpoint::read_f32`] can read this dtype.
-pub fn is_float_dtype(dtype: Dtype) -> bool {
+/// Whether [`SafetensorsFiles::read_f32`] can read this dtype.
+pub(crate) fn is_float_dtype(dtype: Dtype) -> bool {
     matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
 }
 

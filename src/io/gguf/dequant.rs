@@ -17,7 +17,7 @@ const BLOCKS_PER_TASK: usize = 512;
 /// The ggml tensor types this importer can dequantize (with their ggml ids).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types)]
-pub enum GgmlType {
+pub(crate) enum GgmlType {
     F32 = 0,
     F16 = 1,
     Q4_0 = 2,
@@ -67,7 +67,7 @@ const KNOWN_TYPE_NAMES: &[(u32, &str)] = &[
 ];
 
 /// The ggml name of a type id (`13` -> `Q5_K`), or `None` for an id ggml does not define.
-pub fn ggml_type_name(id: u32) -> Option<&'static str> {
+pub(crate) fn ggml_type_name(id: u32) -> Option<&'static str> {
     KNOWN_TYPE_NAMES
         .iter()
         .find(|(known, _)| *known == id)
@@ -76,7 +76,7 @@ pub fn ggml_type_name(id: u32) -> Option<&'static str> {
 
 impl GgmlType {
     /// The supported type with this ggml id, or `None` (see [`ggml_type_name`] for its name).
-    pub fn from_id(id: u32) -> Option<Self> {
+    pub(crate) fn from_id(id: u32) -> Option<Self> {
         Some(match id {
             0 => GgmlType::F32,
             1 => GgmlType::F16,
@@ -91,12 +91,13 @@ impl GgmlType {
     }
 
     /// The ggml type id.
-    pub fn id(self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn id(self) -> u32 {
         self as u32
     }
 
     /// The ggml name (`Q4_K`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             GgmlType::F32 => "F32",
             GgmlType::F16 => "F16",
@@ -110,7 +111,7 @@ impl GgmlType {
     }
 
     /// Values per block (1 for plain float types).
-    pub fn block_size(self) -> usize {
+    pub(crate) fn block_size(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
             GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => 32,
@@ -119,7 +120,7 @@ impl GgmlType {
     }
 
     /// Bytes per block.
-    pub fn type_size(self) -> usize {
+    pub(crate) fn type_size(self) -> usize {
         match self {
             GgmlType::F32 => 4,
             GgmlType::F16 | GgmlType::BF16 => 2,
@@ -133,7 +134,7 @@ impl GgmlType {
 
     /// Bytes taken by `n_elements` values, or `None` when `n_elements` is not a whole number
     /// of blocks or the size overflows.
-    pub fn bytes_for(self, n_elements: u64) -> Option<u64> {
+    pub(crate) fn bytes_for(self, n_elements: u64) -> Option<u64> {
         let block = self.block_size() as u64;
         if !n_elements.is_multiple_of(block) {
             return None;
@@ -144,7 +145,7 @@ impl GgmlType {
 
 /// Why a byte buffer could not be dequantized.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DequantError {
+pub(crate) enum DequantError {
     #[error("{n_elements} values are not a whole number of {ty:?} blocks of {block}")]
     NotWholeBlocks {
         ty: GgmlType,
@@ -163,7 +164,11 @@ pub enum DequantError {
 /// Dequantize `n_elements` values of type `ty` stored in `bytes` (little-endian ggml blocks).
 ///
 /// Returns a `Vec<f32>` of length `n_elements`, in storage order.
-pub fn dequantize(ty: GgmlType, bytes: &[u8], n_elements: usize) -> Result<Vec<f32>, DequantError> {
+pub(crate) fn dequantize(
+    ty: GgmlType,
+    bytes: &[u8],
+    n_elements: usize,
+) -> Result<Vec<f32>, DequantError> {
     let block = ty.block_size();
     if !n_elements.is_multiple_of(block) {
         return Err(DequantError::NotWholeBlocks {

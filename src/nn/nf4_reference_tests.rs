@@ -1,13 +1,18 @@
-//! Checks `src/peft/nf4.rs` bit for bit against `tests/fixtures/nf4/nf4_cases.safetensors`,
+//! Checks `src/nn/nf4.rs` bit for bit against `tests/fixtures/nf4/nf4_cases.safetensors`,
 //! made by `scripts/make_nf4_fixtures.py` (a numpy re-statement of bitsandbytes' CUDA NF4 and
 //! double-quantization kernels; see that script and `tests/fixtures/nf4/README.md`).
 
-use burn_spectrum::peft::nf4::{
+use super::nf4::{
     Absmax, NF4_CODE, NF4_THRESHOLDS, dequantize, dequantize_blockwise_8bit, dynamic_map_signed,
     quantize, quantize_blockwise_8bit,
 };
 
+use burn::backend::Flex;
+use burn::tensor::{Distribution, Tensor};
 use safetensors::{Dtype, SafeTensors};
+
+use super::Nf4Weight;
+use super::params::f32_values;
 
 const FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nf4");
 
@@ -129,7 +134,7 @@ fn nf4_cases_match_bit_for_bit() {
         );
         assert_bits_eq(
             &format!("{case}.dequant"),
-            &dequantize(&t),
+            &dequantize(&t).unwrap(),
             &fx.f32s(&format!("{case}.dequant")).0,
         );
 
@@ -164,7 +169,7 @@ fn nf4_cases_match_bit_for_bit() {
         );
         assert_bits_eq(
             &format!("{case}.dq_dequant"),
-            &dequantize(&t2),
+            &dequantize(&t2).unwrap(),
             &fx.f32s(&format!("{case}.dq_dequant")).0,
         );
     }
@@ -182,4 +187,22 @@ fn dynamic_8bit_path_matches_bit_for_bit() {
         &dequantize_blockwise_8bit(&codes, &scales),
         &fx.f32s("dyn8.dequant").0,
     );
+}
+
+/// The NF4 weight on a Burn backend (codes packed 8 per integer) against the reference.
+#[test]
+fn the_burn_nf4_weight_dequantizes_like_the_reference() {
+    let device = Default::default();
+    let (out, inp) = (48, 320); // 15360 values: 240 blocks, so the last absmax block is partial.
+    let w: Tensor<Flex, 2> = Tensor::random([out, inp], Distribution::Normal(0.0, 0.02), &device);
+    let rows = f32_values(w);
+    let reference = dequantize(&quantize(&rows, [out, inp], true).unwrap()).unwrap();
+    let weight = Nf4Weight::<Flex>::quantize(&rows, [out, inp], &device).unwrap();
+    // Burn's layout is [in, out]: compare with the reference transposed back.
+    let got = f32_values(weight.dequantize().transpose());
+    assert_eq!(got, reference);
+    // About half a byte per weight: 4 bits of code plus double-quantized scales.
+    let bytes_per_weight = weight.storage_bytes() as f64 / (out * inp) as f64;
+    assert!(bytes_per_weight < 0.52, "{bytes_per_weight}");
+    assert!(Nf4Weight::<Flex>::quantize(&rows[..100], [1, 100], &device).is_err());
 }

@@ -74,15 +74,17 @@
 
 use rayon::prelude::*;
 
+use crate::error::Nf4Error;
+
 /// Values per NF4 block (bitsandbytes' default `blocksize` for 4-bit, the QLoRA setting).
-pub const NF4_BLOCK: usize = 64;
+pub(crate) const NF4_BLOCK: usize = 64;
 
 /// Absmax values per 8-bit block in the double quantization (bitsandbytes' fixed 256).
-pub const ABSMAX_BLOCK: usize = 256;
+pub(crate) const ABSMAX_BLOCK: usize = 256;
 
 /// The 16 NF4 values, by code (bitsandbytes' `get_4bit_type("nf4")`, the kernel's NF4
 /// dequantization table). Sorted ascending; code 7 is `0.0`, code 15 is `1.0`.
-pub const NF4_CODE: [f32; 16] = [
+pub(crate) const NF4_CODE: [f32; 16] = [
     -1.0,
     -0.696_192_8,
     -0.525_073_05,
@@ -111,7 +113,7 @@ pub const NF4_CODE: [f32; 16] = [
 /// would: these four are 1 ulp away from `(NF4_CODE[k] + NF4_CODE[k + 1]) / 2` computed in f32
 /// (which is what bitsandbytes' CPU and Triton backends compare against). The bit patterns
 /// below are the immediates of the `FSETP.GT` instructions in the sm_90 kernel.
-pub const NF4_THRESHOLDS: [f32; 15] = [
+pub(crate) const NF4_THRESHOLDS: [f32; 15] = [
     f32::from_bits(0xBF59_1CD9), // -0.84809643  (f32 midpoint: 0xBF591CD8)
     f32::from_bits(0xBF1C_5270), // -0.61063290
     f32::from_bits(0xBEEB_8480), // -0.45999527
@@ -167,36 +169,6 @@ const DYNAMIC_MAP_SIGNED_BITS: [u32; 256] = [
     0x3f4bcccd, 0x3f4f6666, 0x3f530000, 0x3f56999a, 0x3f5a3333, 0x3f5dcccd, 0x3f616666, 0x3f650000,
     0x3f68999a, 0x3f6c3333, 0x3f6fcccd, 0x3f736666, 0x3f770000, 0x3f7a999a, 0x3f7e3333, 0x3f800000,
 ];
-
-/// Errors of [`quantize`] and [`Nf4Tensor::from_parts`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Nf4Error {
-    /// `shape[0] * shape[1]` is not the number of values given.
-    #[error("shape {shape:?} holds {expected} values, but {actual} were given")]
-    ShapeMismatch {
-        /// The shape asked for, `[out, in]`.
-        shape: [usize; 2],
-        /// `shape[0] * shape[1]`.
-        expected: usize,
-        /// The number of values given.
-        actual: usize,
-    },
-    /// `shape[0] * shape[1]` overflows `usize`.
-    #[error("shape {0:?} has more elements than usize can count")]
-    ShapeOverflow([usize; 2]),
-    /// A part of an [`Nf4Tensor`] has the wrong length for its shape.
-    #[error("NF4 tensor of shape {shape:?}: {what} has {actual} entries, expected {expected}")]
-    Inconsistent {
-        /// The tensor's shape.
-        shape: [usize; 2],
-        /// Which part: `"packed"`, `"absmax"`, `"double-quant codes"` or `"double-quant scales"`.
-        what: &'static str,
-        /// The length the shape implies.
-        expected: usize,
-        /// The length found.
-        actual: usize,
-    },
-}
 
 /// A weight quantized to NF4, as bitsandbytes stores it (`Params4bit` + `QuantState`).
 ///
@@ -364,7 +336,8 @@ impl Nf4Tensor {
 /// # Panics
 /// If `i / 2 >= packed.len()`.
 #[inline]
-pub fn nibble(packed: &[u8], i: usize) -> u8 {
+#[cfg(test)]
+pub(crate) fn nibble(packed: &[u8], i: usize) -> u8 {
     let b = packed[i / 2];
     if i.is_multiple_of(2) {
         b >> 4
@@ -374,7 +347,7 @@ pub fn nibble(packed: &[u8], i: usize) -> u8 {
 }
 
 /// bitsandbytes' signed 8-bit dynamic map (`create_dynamic_map(signed=True)`), ascending.
-pub fn dynamic_map_signed() -> [f32; 256] {
+pub(crate) fn dynamic_map_signed() -> [f32; 256] {
     DYNAMIC_MAP_SIGNED_BITS.map(f32::from_bits)
 }
 
@@ -404,7 +377,7 @@ fn recip_ftz(a: f32) -> f32 {
 /// `|x|` (subnormals counting as 0), NaNs ignored; if the block is shorter than `blocksize`
 /// (the last, partial block) the padding zeros count too. A full block of only NaNs gives
 /// `-f32::MAX`, the kernel's start value (a partial one gives 0).
-pub fn block_absmax(block: &[f32], blocksize: usize) -> f32 {
+pub(crate) fn block_absmax(block: &[f32], blocksize: usize) -> f32 {
     let mut m = -f32::MAX;
     for &x in block {
         let a = ftz(x.abs());
@@ -426,7 +399,7 @@ pub fn block_absmax(block: &[f32], blocksize: usize) -> f32 {
 /// value exactly on a threshold gets the lower code, values beyond `±1` the end codes, and NaN
 /// code 0.
 #[inline]
-pub fn nf4_index(x: f32) -> u8 {
+pub(crate) fn nf4_index(x: f32) -> u8 {
     let t = &NF4_THRESHOLDS;
     if x > t[7] {
         if x > t[11] {
@@ -473,7 +446,7 @@ pub fn nf4_index(x: f32) -> u8 {
 ///
 /// So it is the nearest code, and an exact tie goes to `p`, the index the search ended on
 /// (the lower neighbour in some places, the upper in others); NaN gives 0.
-pub fn dynamic_index(code: &[f32; 256], x: f32) -> u8 {
+pub(crate) fn dynamic_index(code: &[f32; 256], x: f32) -> u8 {
     let mut pivot: usize = 127;
     let mut upper_pivot: usize = 255;
     let mut lower_pivot: usize = 0;
@@ -515,7 +488,7 @@ pub fn dynamic_index(code: &[f32; 256], x: f32) -> u8 {
 /// ([`block_absmax`]) and per value [`dynamic_index`] of `x * (1 / absmax)`.
 ///
 /// Returns `(codes, scales)`: `values.len()` codes and `values.len().div_ceil(256)` scales.
-pub fn quantize_blockwise_8bit(values: &[f32]) -> (Vec<u8>, Vec<f32>) {
+pub(crate) fn quantize_blockwise_8bit(values: &[f32]) -> (Vec<u8>, Vec<f32>) {
     let code = dynamic_map_signed();
     let mut codes = vec![0u8; values.len()];
     let mut scales = vec![0f32; values.len().div_ceil(ABSMAX_BLOCK)];
@@ -539,7 +512,8 @@ pub fn quantize_blockwise_8bit(values: &[f32]) -> (Vec<u8>, Vec<f32>) {
 ///
 /// # Panics
 /// If `scales` has fewer than `codes.len().div_ceil(256)` entries.
-pub fn dequantize_blockwise_8bit(codes: &[u8], scales: &[f32]) -> Vec<f32> {
+#[cfg(test)]
+pub(crate) fn dequantize_blockwise_8bit(codes: &[u8], scales: &[f32]) -> Vec<f32> {
     let code = dynamic_map_signed();
     codes
         .iter()
@@ -550,7 +524,7 @@ pub fn dequantize_blockwise_8bit(codes: &[u8], scales: &[f32]) -> Vec<f32> {
 
 /// The mean used as the double-quantization offset: the values summed in order in f64,
 /// divided by their number in f64, rounded to f32 (0 for no values).
-pub fn absmax_mean(absmax: &[f32]) -> f32 {
+pub(crate) fn absmax_mean(absmax: &[f32]) -> f32 {
     if absmax.is_empty() {
         return 0.0;
     }
@@ -561,7 +535,7 @@ pub fn absmax_mean(absmax: &[f32]) -> f32 {
 /// Double quantization of the per-block absmax values, as `quantize_4bit(...,
 /// compress_statistics=True)` does it: `offset = mean(absmax)` ([`absmax_mean`]), then
 /// [`quantize_blockwise_8bit`] of `absmax - offset` (f32 subtraction).
-pub fn double_quantize(absmax: &[f32]) -> DoubleQuant {
+pub(crate) fn double_quantize(absmax: &[f32]) -> DoubleQuant {
     let offset = absmax_mean(absmax);
     let centered: Vec<f32> = absmax.iter().map(|&a| a - offset).collect();
     let (codes, scales) = quantize_blockwise_8bit(&centered);
@@ -598,7 +572,7 @@ fn quantize_block(block: &[f32], out: &mut [u8]) -> f32 {
 /// # Errors
 /// [`Nf4Error::ShapeMismatch`] if `shape[0] * shape[1] != values.len()`,
 /// [`Nf4Error::ShapeOverflow`] if that product overflows.
-pub fn quantize(
+pub(crate) fn quantize(
     values: &[f32],
     shape: [usize; 2],
     double_quant: bool,
@@ -638,13 +612,10 @@ pub fn quantize(
 /// product flushed to zero if subnormal, as bitsandbytes' kernel does), with the absmax from
 /// [`Nf4Tensor::absmax_f32`].
 ///
-/// # Panics
-/// If the tensor is inconsistent ([`Nf4Tensor::validate`] fails); tensors made by [`quantize`]
-/// never are.
-pub fn dequantize(t: &Nf4Tensor) -> Vec<f32> {
-    if let Err(e) = t.validate() {
-        panic!("dequantize: {e}");
-    }
+/// An inconsistent tensor (its fields are public) is an error: [`Nf4Tensor::validate`].
+#[cfg(test)]
+pub(crate) fn dequantize(t: &Nf4Tensor) -> Result<Vec<f32>, Nf4Error> {
+    t.validate()?;
     let absmax = t.absmax_f32();
     let mut out = vec![0f32; t.numel()];
     out.par_chunks_mut(NF4_BLOCK)
@@ -656,7 +627,7 @@ pub fn dequantize(t: &Nf4Tensor) -> Vec<f32> {
                 *w = mul_ftz(NF4_CODE[nibble(bytes, i) as usize], a);
             }
         });
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -796,7 +767,7 @@ mod tests {
         let t = quantize(&[0.0; 64], [1, 64], false).unwrap();
         assert!(t.packed.iter().all(|&b| b == 0x00));
         assert_eq!(t.absmax, Absmax::Plain(vec![0.0]));
-        let d = dequantize(&t);
+        let d = dequantize(&t).unwrap();
         assert!(d.iter().all(|&v| v == 0.0 && v.is_sign_negative()));
     }
 
@@ -809,7 +780,10 @@ mod tests {
         assert_eq!(nibble(&t.packed, 0), 12);
         assert_eq!(nibble(&t.packed, 1), 0);
         assert_eq!(nibble(&t.packed, 2), 10);
-        assert_eq!(dequantize(&t), vec![NF4_CODE[12], -1.0, NF4_CODE[10]]);
+        assert_eq!(
+            dequantize(&t).unwrap(),
+            vec![NF4_CODE[12], -1.0, NF4_CODE[10]]
+        );
         // A partial block counts its padding zeros in its absmax: all negative values still
         // give absmax = max |x|, and a lone NaN gives absmax 0.
         let t = quantize(&[f32::NAN], [1, 1], false).unwrap();
@@ -840,8 +814,8 @@ mod tests {
             "finite value in an inf block: x * 0 = 0"
         );
         assert_eq!(a[2], -f32::MAX, "a full block of NaN keeps the start value");
-        let _ = dequantize(&t);
-        let _ = dequantize(&plain);
+        let _ = dequantize(&t).unwrap();
+        let _ = dequantize(&plain).unwrap();
     }
 
     #[test]
@@ -883,7 +857,7 @@ mod tests {
             .map(|i| rng.normal() * (1.0 + (i % 7) as f32))
             .collect();
         let t = quantize(&v, [rows, cols], false).unwrap();
-        let d = dequantize(&t);
+        let d = dequantize(&t).unwrap();
         let Absmax::Plain(absmax) = &t.absmax else {
             unreachable!()
         };
@@ -951,7 +925,7 @@ mod tests {
         );
         let t = quantize(&[], [0, 5], true).unwrap();
         assert!(t.packed.is_empty());
-        assert!(dequantize(&t).is_empty());
+        assert!(dequantize(&t).unwrap().is_empty());
         let err =
             Nf4Tensor::from_parts([2, 64], vec![0; 64], Absmax::Plain(vec![1.0])).unwrap_err();
         assert_eq!(
@@ -965,5 +939,15 @@ mod tests {
         );
         assert!(Nf4Tensor::from_parts([2, 64], vec![0; 63], Absmax::Plain(vec![1.0; 2])).is_err());
         assert!(Nf4Tensor::from_parts([2, 64], vec![0; 64], Absmax::Plain(vec![1.0; 2])).is_ok());
+        // Built by hand past `from_parts`: dequantizing it is an error, not a panic.
+        let broken = Nf4Tensor {
+            shape: [2, 64],
+            packed: vec![0; 64],
+            absmax: Absmax::Plain(vec![1.0]),
+        };
+        assert!(matches!(
+            dequantize(&broken),
+            Err(Nf4Error::Inconsistent { what: "absmax", .. })
+        ));
     }
 }

@@ -6,7 +6,7 @@ use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 ///
 /// Causal, and with a sliding window of `w` the query sees its `w` most recent positions,
 /// itself included, as transformers' Mistral does.
-pub fn is_visible(query: usize, key: usize, sliding_window: Option<usize>) -> bool {
+pub(super) fn is_visible(query: usize, key: usize, sliding_window: Option<usize>) -> bool {
     key <= query && sliding_window.is_none_or(|w| query - key < w)
 }
 
@@ -18,7 +18,7 @@ pub fn is_visible(query: usize, key: usize, sliding_window: Option<usize>) -> bo
 ///
 /// # Shapes
 /// - returns `[batch, heads, queries, past + queries]`, `true` where attention is forbidden.
-pub fn attention_mask<B: Backend>(
+pub(crate) fn attention_mask<B: Backend>(
     batch: usize,
     heads: usize,
     past: usize,

@@ -9,12 +9,14 @@ use burn::tensor::{Tensor, backend::Backend};
 pub struct ParamEntry {
     /// e.g. `model.layers.0.self_attn.q_proj.weight`
     pub path: String,
+    /// The parameter's id.
     pub id: ParamId,
+    /// Whether it trains.
     pub require_grad: bool,
 }
 
 /// One float parameter with its values.
-pub struct NamedValues {
+pub(crate) struct NamedValues {
     /// e.g. `model.layers.0.self_attn.q_proj.weight`
     pub path: String,
     pub id: ParamId,
@@ -35,7 +37,7 @@ pub fn float_params<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamEntry> {
 
 /// The float parameters for which `keep` holds, as f32, in visiting order. Values are read
 /// only for the kept ones.
-pub fn float_params_f32<B: Backend, M: Module<B>>(
+pub(crate) fn float_params_f32<B: Backend, M: Module<B>>(
     module: &M,
     keep: impl FnMut(&ParamEntry) -> bool,
 ) -> Vec<NamedValues> {
@@ -74,11 +76,7 @@ impl<B: Backend, F: FnMut(&ParamEntry) -> bool> ModuleVisitor<B> for Reader<F> {
         }
         let tensor = param.val();
         let shape = tensor.dims().to_vec();
-        let values = tensor
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("converted to f32 just above");
+        let values = f32_values(tensor);
         self.params.push(NamedValues {
             path: entry.path,
             id: entry.id,
@@ -86,4 +84,13 @@ impl<B: Backend, F: FnMut(&ParamEntry) -> bool> ModuleVisitor<B> for Reader<F> {
             values,
         });
     }
+}
+
+/// A tensor's values as f32, row-major, whatever the backend's float type.
+pub(crate) fn f32_values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("converted to f32 just above")
 }

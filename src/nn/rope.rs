@@ -7,13 +7,24 @@
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
-use super::config::{Llama3RopeScaling, LlamaConfig};
+/// Llama 3.1's frequency-dependent RoPE scaling (`rope_scaling.rope_type == "llama3"`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Llama3RopeScaling {
+    /// How much slower the longest wavelengths turn.
+    pub factor: f64,
+    /// Wavelengths above `original_max_position_embeddings / low_freq_factor` are scaled.
+    pub low_freq_factor: f64,
+    /// Wavelengths below `original_max_position_embeddings / high_freq_factor` are kept.
+    pub high_freq_factor: f64,
+    /// The context length the model was trained with before scaling.
+    pub original_max_position_embeddings: usize,
+}
 
 /// The rotation speed of each of the `head_dim / 2` frequency pairs, in radians per position.
 ///
 /// `inv_freq[i] = theta^(-2i / head_dim)`, then Llama 3's scaling when configured. Computed in
 /// f32 as transformers does, so that angles agree to the last bit at small positions.
-pub fn inverse_frequencies(
+pub(super) fn inverse_frequencies(
     head_dim: usize,
     theta: f64,
     scaling: Option<&Llama3RopeScaling>,
@@ -47,7 +58,7 @@ fn llama3_scale(inv_freq: f32, s: &Llama3RopeScaling) -> f32 {
 }
 
 /// Cosines and sines for positions `start..start + len`, each `[len, head_dim]` row-major.
-pub fn cos_sin(inv_freq: &[f32], start: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
+pub(super) fn cos_sin(inv_freq: &[f32], start: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
     let head_dim = 2 * inv_freq.len();
     let mut cos = Vec::with_capacity(len * head_dim);
     let mut sin = Vec::with_capacity(len * head_dim);
@@ -66,18 +77,15 @@ pub fn cos_sin(inv_freq: &[f32], start: usize, len: usize) -> (Vec<f32>, Vec<f32
 
 /// The rotation of one model: its frequencies.
 #[derive(Clone, Debug)]
-pub struct Rope {
+pub(crate) struct Rope {
     inv_freq: Vec<f32>,
 }
 
 impl Rope {
-    pub fn new(config: &LlamaConfig) -> Self {
+    /// The rotation of heads of width `head_dim` with base `theta`, optionally Llama 3 scaled.
+    pub(crate) fn new(head_dim: usize, theta: f64, scaling: Option<&Llama3RopeScaling>) -> Self {
         Rope {
-            inv_freq: inverse_frequencies(
-                config.head_dim,
-                config.rope_theta,
-                config.rope_scaling.as_ref(),
-            ),
+            inv_freq: inverse_frequencies(head_dim, theta, scaling),
         }
     }
 
@@ -85,7 +93,7 @@ impl Rope {
     ///
     /// They are materialised at full shape, once per forward pass and shared by all layers,
     /// because broadcasting element-wise ops are several times slower on the CPU backend.
-    pub fn tables<B: Backend>(
+    pub(crate) fn tables<B: Backend>(
         &self,
         [batch, heads, start, seq]: [usize; 4],
         device: &B::Device,
@@ -108,14 +116,14 @@ impl Rope {
 
 /// Cosines and sines for one shape of queries or keys, `[batch, heads, seq, head_dim]`.
 #[derive(Clone, Debug)]
-pub struct RopeTables<B: Backend> {
+pub(crate) struct RopeTables<B: Backend> {
     cos: Tensor<B, 4>,
     sin: Tensor<B, 4>,
 }
 
 impl<B: Backend> RopeTables<B> {
     /// Rotates `x`, `[batch, heads, seq, head_dim]` like the tables, returned in that shape.
-    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub(crate) fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let rotated = rotate_half(x.clone());
         x * self.cos.clone() + rotated * self.sin.clone()
     }

@@ -11,13 +11,13 @@ use tempfile::NamedTempFile;
 use crate::error::{Error, Result};
 
 /// Writes `bytes` to `path` atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |tmp| std::fs::write(tmp, bytes)).map_err(|e| Error::io(path, e))
 }
 
 /// Writes `path` atomically with `write`, which fills the temporary file at the path it is
 /// given. The error is the I/O error alone; callers attach the path in their own error type.
-pub fn write_atomic_with(
+pub(super) fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
@@ -80,7 +80,10 @@ impl View for &StoredTensor {
 
 /// Writes a safetensors file atomically, with the `{"format": "pt"}` metadata transformers
 /// expects, streaming the tensors to disk (no second copy in memory).
-pub fn write_safetensors(path: &Path, tensors: &[(String, StoredTensor)]) -> std::io::Result<()> {
+pub(crate) fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, StoredTensor)],
+) -> std::io::Result<()> {
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let views = tensors.iter().map(|(name, t)| (name.as_str(), t));
     write_atomic_with(path, |tmp| {
@@ -89,7 +92,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, StoredTensor)]) -> std
 }
 
 /// Writes `value` as pretty JSON with a final newline, atomically.
-pub fn write_json(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
+pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
     let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
     text.push('\n');
     write_atomic_with(path, |tmp| std::fs::write(tmp, text))

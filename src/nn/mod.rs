@@ -1,0 +1,27 @@
+//! Building blocks shared by the model and by PEFT: the projection (a dense or NF4 base
+//! weight, optionally with a LoRA adapter), the LoRA adapter, the NF4 weight, RMSNorm, RoPE and
+//! attention masks; and reading a module tree's parameters by path.
+
+mod layout;
+mod lora_adapter;
+mod mask;
+pub(crate) mod nf4;
+mod nf4_weight;
+mod params;
+mod projection;
+mod rms_norm;
+mod rope;
+
+pub(crate) use layout::transpose;
+pub use lora_adapter::{LoraAdapter, LoraAdapterConfig};
+pub(crate) use mask::attention_mask;
+pub use nf4_weight::Nf4Weight;
+pub use params::{ParamEntry, float_params};
+pub(crate) use params::{f32_values, float_params_f32};
+pub use projection::{Projection, ProjectionConfig};
+pub use rms_norm::{RmsNorm, RmsNormConfig};
+pub use rope::Llama3RopeScaling;
+pub(crate) use rope::{Rope, RopeTables};
+
+#[cfg(test)]
+mod nf4_reference_tests;

@@ -1,0 +1,42 @@
+//! Writing spectrum.py's set of files into a folder.
+
+use std::path::{Path, PathBuf};
+
+use super::selection::Selection;
+use super::table::SnrTable;
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+
+/// Writes spectrum.py's files for `table` into `out_dir` (created if needed), named after
+/// `stem` (`snr_results_<slug>`): with `tables`, `<stem>.json` and `<stem>_sorted.json`; and
+/// for each of `percents`, `<stem>_unfrozenparameters_<pct>percent.yaml`.
+///
+/// Every file's contents are computed before the first is written, and each is written to a
+/// temporary name and renamed, so a bad percent writes nothing and a reader never sees half a
+/// file. Returns the paths written, in that order.
+pub fn write_spectrum_files(
+    table: &SnrTable,
+    out_dir: &Path,
+    stem: &str,
+    tables: bool,
+    percents: &[u32],
+) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    if tables {
+        files.push((format!("{stem}.json"), table.to_json()));
+        files.push((format!("{stem}_sorted.json"), table.to_sorted_json()));
+    }
+    for &pct in percents {
+        let yaml = Selection::top_percent(table, pct)?.to_yaml();
+        files.push((format!("{stem}_unfrozenparameters_{pct}percent.yaml"), yaml));
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    files
+        .iter()
+        .map(|(name, contents)| {
+            let path = out_dir.join(name);
+            write_atomic(&path, contents.as_bytes())?;
+            Ok(path)
+        })
+        .collect()
+}
