@@ -2,9 +2,11 @@
 //! `cuda`, else `wgpu`, else `flex` (the CPU default).
 
 #[cfg(feature = "cuda")]
+/// The backend chosen by the enabled features (`cuda` here).
 pub type DefaultBackend = burn::backend::Cuda;
 
 #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+/// The backend chosen by the enabled features (`wgpu` here).
 pub type DefaultBackend = burn::backend::Wgpu;
 
 #[cfg(all(feature = "flex", not(any(feature = "wgpu", feature = "cuda"))))]
