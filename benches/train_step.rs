@@ -17,12 +17,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::{Int, Tensor, TensorData};
 use burn_spectrum::data::{Batch, Batches, EncodeOptions, prepare, read_alpaca};
-use burn_spectrum::model::{LlamaForCausalLM, Tokenizer, ids_tensor};
+use burn_spectrum::model::{LlamaForCausalLM, Tokenizer};
 use burn_spectrum::peft::LoraConfig;
 use burn_spectrum::train::{
-    LrSchedule, MemoryReport, Method, MicroLoss, SpectrumSource, TrainConfig, TrainStep,
+    LrSchedule, MemoryReport, Method, SpectrumSource, TrainConfig, TrainStep, batch_loss,
 };
 
 // The allocator matters on the CPU backend (see benches/model.rs).
@@ -102,22 +101,7 @@ fn child(method_index: usize) {
         ..Default::default()
     };
     let (mut model, mut step) = TrainStep::new(prepared.model, &prepared.trainable, config);
-    let flat: Vec<i64> = batch.labels.iter().flatten().copied().collect();
-    let seq = batch.ids[0].len();
-    let loss_of = |m: &LlamaForCausalLM<A>, b: &Batch| {
-        let logits = m
-            .forward_masked(
-                ids_tensor(&b.ids, &device).unwrap(),
-                Some(&b.attention_mask),
-            )
-            .unwrap();
-        let labels =
-            Tensor::<A, 2, Int>::from_data(TensorData::new(flat.clone(), [BATCH, seq]), &device);
-        MicroLoss {
-            loss: LlamaForCausalLM::causal_lm_loss(logits, labels).unwrap(),
-            tokens: b.target_tokens(),
-        }
-    };
+    let loss_of = |m: &LlamaForCausalLM<A>, b: &Batch| batch_loss(m, b);
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     model = step
         .step(model, std::slice::from_ref(&batch), loss_of)

@@ -130,6 +130,14 @@ pub enum Error {
         /// The loss.
         loss: f64,
     },
+    /// Training produced gradients with a NaN or infinite norm.
+    #[error("the gradient norm is {norm} at step {step}: training stopped")]
+    NonFiniteGradient {
+        /// The step, from 0.
+        step: usize,
+        /// The global gradient norm.
+        norm: f64,
+    },
     /// A setting outside the values that make sense.
     #[error("{name} {value} is out of range: {expected}")]
     InvalidSetting {
@@ -178,6 +186,27 @@ pub enum Error {
     /// An NF4 tensor with plain scales given where double-quantized ones are stored.
     #[error("an NF4 weight stores double-quantized scales; this tensor has plain ones")]
     Nf4NotDoubleQuantized,
+    /// A method that leaves nothing to train in this model (e.g. a YAML that selects none of
+    /// its parameters).
+    #[error("{0}: nothing to train: the selection matches no parameter of this model")]
+    NothingToTrain(String),
+    /// A picture that could not be drawn or written.
+    #[error("{path}: cannot draw the plot ({reason})")]
+    Plot {
+        /// The picture's file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A backend this build does not have.
+    #[error("the {backend} backend is not compiled in: build with `--features {backend}`")]
+    BackendMissing {
+        /// Its Cargo feature.
+        backend: &'static str,
+    },
+    /// An output folder that is a file.
+    #[error("{0}: is a file, not a folder")]
+    NotAFolder(PathBuf),
     /// A training step given no micro-batch.
     #[error("a step needs at least one micro-batch")]
     NoMicroBatches,

@@ -34,11 +34,14 @@
 //!   module), [`train::Method`] (full, Spectrum, LoRA, QLoRA, Spectrum+QLoRA), the
 //!   [`train::train()`] loop and checkpoints that resume exactly, and the paper's two ideas for
 //!   future work: learning rates scaled by SNR ([`train::snr_lr_scales`]) and re-selection
-//!   between epochs ([`train::Reselect`]).
+//!   between epochs ([`train::Reselect`]). [`train::run()`] is one whole run from a model folder
+//!   and an Alpaca file to a fine-tuned model folder, and [`report`] compares several.
 //!
 //! The `spectrum` binary wraps all this: `spectrum scan <MODEL>`,
-//! `spectrum select <SNR_JSON> --top-percent N`, `spectrum import-gguf <FILE> <OUT_DIR>` and
-//! `spectrum generate <MODEL_DIR> --prompt TEXT`.
+//! `spectrum select <SNR_JSON> --top-percent N`, `spectrum import-gguf <FILE> <OUT_DIR>`,
+//! `spectrum train <MODEL_DIR> --data FILE --method M --output-dir DIR` and
+//! `spectrum generate <MODEL_DIR> --prompt TEXT`; the `finetune_alpaca` example compares the
+//! methods.
 //!
 //! `ARCHITECTURE.md` in the repository maps the layers, the data flow and where each concept
 //! lives.
@@ -53,6 +56,7 @@ mod io;
 pub mod model;
 pub mod nn;
 pub mod peft;
+pub mod report;
 pub mod spectrum;
 pub mod train;
 

@@ -301,3 +301,185 @@ fn generate_without_a_model_is_a_clear_error() {
     assert_eq!(bad_p.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad_p.stderr).contains("top-p 0"));
 }
+
+/// `spectrum train` arguments on `model` and `data` into `out`, with `extra`.
+fn train_args(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["train", model.to_str().unwrap(), "--data"]
+        .map(String::from)
+        .to_vec();
+    args.push(data.to_str().unwrap().into());
+    args.extend(["--output-dir".into(), out.to_str().unwrap().into()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn train(args: &[String], cwd: &Path) -> Output {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    spectrum(&refs, cwd)
+}
+
+#[test]
+fn train_refuses_bad_input_with_exit_code_1_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("models/llama_gqa");
+    let data = dir.path().join("alpaca.json");
+    std::fs::write(
+        &data,
+        r#"[{"instruction": "Say hi.", "input": "", "output": "Hi."}]"#,
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let a_file = dir.path().join("a_file");
+    std::fs::write(&a_file, "keep me").unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            train_args(
+                &dir.path().join("no_model"),
+                &data,
+                &out,
+                &["--method", "lora"],
+            ),
+            "no_model",
+        ),
+        (
+            train_args(&model, &data, &out, &["--method", "sideways"]),
+            "sideways",
+        ),
+        (
+            train_args(
+                &model,
+                &data,
+                &out,
+                &["--method", "spectrum", "--top-percent", "0"],
+            ),
+            "--top-percent 0",
+        ),
+        (
+            train_args(&model, &data, &out, &["--method", "full", "--steps", "0"]),
+            "--steps 0",
+        ),
+        (
+            train_args(
+                &model,
+                &data,
+                &out,
+                &["--method", "full", "--seq-len", "100000"],
+            ),
+            "--seq-len 100000",
+        ),
+        (
+            train_args(
+                &model,
+                &data,
+                &out,
+                &["--method", "full", "--backend", "cuda"],
+            ),
+            "--features cuda",
+        ),
+        (
+            train_args(&model, &data, &a_file, &["--method", "full"]),
+            "a_file",
+        ),
+        (
+            train_args(
+                &model,
+                &dir.path().join("none.json"),
+                &out,
+                &["--method", "full"],
+            ),
+            "none.json",
+        ),
+        (
+            train_args(&model, &a_file, &out, &["--method", "full"]),
+            "a_file",
+        ),
+        (
+            train_args(
+                &model,
+                &data,
+                &out,
+                &["--method", "lora", "--unfrozen-yaml", "x.yaml"],
+            ),
+            "--unfrozen-yaml",
+        ),
+    ];
+    for (args, named) in cases {
+        let result = train(&args, dir.path());
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{args:?} does not name {named}: {stderr}"
+        );
+        assert!(!out.exists(), "{args:?} wrote {:?}", files_in(&out));
+    }
+    assert_eq!(std::fs::read_to_string(&a_file).unwrap(), "keep me");
+    let empty = dir.path().join("empty.json");
+    std::fs::write(&empty, r#"[{"instruction": "", "output": ""}, 3]"#).unwrap();
+    let result = train(
+        &train_args(&model, &empty, &out, &["--method", "full"]),
+        dir.path(),
+    );
+    assert_eq!(result.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&result.stderr).contains("no usable record"));
+}
+
+#[test]
+fn train_with_smollm2_refuses_an_empty_selection_and_stops_at_a_nan_loss() {
+    let Some(model) = common::smollm2_dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/data/alpaca_en_demo.json");
+    let out = dir.path().join("run");
+    let yaml = dir.path().join("nothing.yaml");
+    std::fs::write(&yaml, "unfrozen_parameters:\n- ^model.layers.99.mlp\n").unwrap();
+    let extra = [
+        "--method",
+        "spectrum",
+        "--unfrozen-yaml",
+        yaml.to_str().unwrap(),
+    ];
+    let result = train(&train_args(&model, &data, &out, &extra), dir.path());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing to train"), "{stderr}");
+    assert!(!out.join("checkpoints").join("checkpoint-1").exists());
+
+    // A learning rate of 1e38 sends the weights to the edge of f32 after the first step: the
+    // second step's gradients are not finite. The run stops naming the step, keeps the first
+    // checkpoint and writes no model.
+    let extra = [
+        "--method",
+        "full",
+        "--steps",
+        "3",
+        "--warmup-steps",
+        "0",
+        "--lr",
+        "1e38",
+        "--save-every",
+        "1",
+        "--batch-size",
+        "1",
+        "--seq-len",
+        "96",
+        "--eval-samples",
+        "0",
+        "--quiet",
+    ];
+    let result = train(&train_args(&model, &data, &out, &extra), dir.path());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("at step 1"), "{stderr}");
+    assert!(
+        out.join("checkpoints/checkpoint-1/trainer_state.json")
+            .exists()
+    );
+    assert!(!out.join("checkpoints/checkpoint-2").exists());
+    assert!(!out.join("summary.json").exists());
+    assert!(!out.join("model").exists());
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 1, "{lines}");
+}

@@ -43,15 +43,15 @@ fn prepared(seed: u64) -> (Model, TrainStep<B, Model>) {
 /// Rows of token ids, trained on every next token.
 struct Rows(Vec<Vec<u32>>);
 
-fn loss_of(model: &Model, Rows(ids): &Rows) -> MicroLoss<B> {
+fn loss_of(model: &Model, Rows(ids): &Rows) -> burn_spectrum::Result<MicroLoss<B>> {
     let device = Default::default();
     let logits = model.forward(ids_tensor(ids, &device).unwrap());
     let flat: Vec<i64> = ids.iter().flatten().map(|&i| i as i64).collect();
     let labels = Tensor::from_data(TensorData::new(flat, [ids.len(), ids[0].len()]), &device);
-    MicroLoss {
+    Ok(MicroLoss {
         loss: LlamaForCausalLM::causal_lm_loss(logits, labels).unwrap(),
         tokens: ids.len() * (ids[0].len() - 1),
-    }
+    })
 }
 
 fn run(mut model: Model, step: &mut TrainStep<B, Model>, n: usize) -> (Model, Vec<f64>) {

@@ -45,13 +45,15 @@ fn each_method_trains_what_it_should() {
         .map(|b| (0..12).map(|t| ((t * 7 + b * 3) % 256) as u32).collect())
         .collect();
     let labels: Vec<i64> = ids.iter().flatten().map(|&i| i as i64).collect();
-    let loss_of = |m: &LlamaForCausalLM<A>, _: &()| MicroLoss {
-        loss: LlamaForCausalLM::causal_lm_loss(
-            m.forward(ids_tensor(&ids, &device).unwrap()),
-            Tensor::from_data(TensorData::new(labels.clone(), [2, 12]), &device),
-        )
-        .unwrap(),
-        tokens: 22,
+    let loss_of = |m: &LlamaForCausalLM<A>, _: &()| {
+        Ok(MicroLoss {
+            loss: LlamaForCausalLM::causal_lm_loss(
+                m.forward(ids_tensor(&ids, &device).unwrap()),
+                Tensor::from_data(TensorData::new(labels.clone(), [2, 12]), &device),
+            )
+            .unwrap(),
+            tokens: 22,
+        })
     };
     let mut reports = Vec::new();
     for method in methods() {

@@ -15,21 +15,7 @@ use burn_spectrum::model::{ChatMessage, GenerationConfig, LlamaForCausalLM, Toke
 use serde_json::Value;
 
 fn model_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/models/SmolLM2-135M-Instruct");
-    if dir.join("tokenizer.json").exists() {
-        return Some(dir);
-    }
-    let required = std::env::var("SPECTRUM_REQUIRE_ASSETS").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "{} is missing: run ./scripts/get_smollm2.sh",
-        dir.display()
-    );
-    eprintln!(
-        "skipped: {} is missing (run ./scripts/get_smollm2.sh)",
-        dir.display()
-    );
-    None
+    common::smollm2_dir()
 }
 
 fn reference() -> Value {
@@ -203,13 +189,13 @@ fn the_alpaca_demo_data_encodes_with_smollm2() {
 #[test]
 fn every_method_lowers_the_loss_on_real_alpaca_records() {
     use burn::backend::Autodiff;
-    use burn::tensor::{Int, Tensor, TensorData};
+
     use burn_spectrum::data::{Batch, Batches, EncodeOptions, prepare, read_alpaca};
-    use burn_spectrum::model::ids_tensor;
+
     use burn_spectrum::peft::LoraConfig;
     use burn_spectrum::train::{
-        LrSchedule, Method, MicroLoss, Reselect, SnrLrScaling, SpectrumSource, TrainConfig,
-        TrainStep, TrainerOptions, snr_lr_scales, train,
+        LrSchedule, Method, Reselect, SnrLrScaling, SpectrumSource, TrainConfig, TrainStep,
+        TrainerOptions, batch_loss, snr_lr_scales, train,
     };
     type A = Autodiff<Flex>;
 
@@ -231,21 +217,7 @@ fn every_method_lowers_the_loss_on_real_alpaca_records() {
         .unwrap()
         .take(2)
         .collect();
-    let loss_of = |m: &LlamaForCausalLM<A>, b: &Batch| {
-        let (rows, seq) = (b.ids.len(), b.ids[0].len());
-        let logits = m
-            .forward_masked(
-                ids_tensor(&b.ids, &device).unwrap(),
-                Some(&b.attention_mask),
-            )
-            .unwrap();
-        let flat: Vec<i64> = b.labels.iter().flatten().copied().collect();
-        let labels = Tensor::<A, 2, Int>::from_data(TensorData::new(flat, [rows, seq]), &device);
-        MicroLoss {
-            loss: LlamaForCausalLM::causal_lm_loss(logits, labels).unwrap(),
-            tokens: b.target_tokens(),
-        }
-    };
+    let loss_of = |m: &LlamaForCausalLM<A>, b: &Batch| batch_loss(m, b);
     let lora = LoraConfig {
         r: 8,
         lora_alpha: 16.0,

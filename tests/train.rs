@@ -71,7 +71,7 @@ fn batches() -> Vec<Batch> {
         .collect()
 }
 
-fn lm_loss(model: &LlamaForCausalLM<B>, batch: &Batch) -> MicroLoss<B> {
+fn lm_loss(model: &LlamaForCausalLM<B>, batch: &Batch) -> burn_spectrum::Result<MicroLoss<B>> {
     let device = Default::default();
     let logits = model.forward(ids_tensor(&batch.ids, &device).unwrap());
     let flat: Vec<i64> = batch.labels.iter().flatten().copied().collect();
@@ -80,10 +80,10 @@ fn lm_loss(model: &LlamaForCausalLM<B>, batch: &Batch) -> MicroLoss<B> {
         &device,
     );
     let tokens = batch.ids.len() * (batch.ids[0].len() - 1);
-    MicroLoss {
+    Ok(MicroLoss {
         loss: LlamaForCausalLM::causal_lm_loss(logits, labels).unwrap(),
         tokens,
-    }
+    })
 }
 
 #[test]
@@ -161,11 +161,11 @@ fn a_nan_loss_stops_the_step_and_returns_the_model() {
     let before = snapshot(&model);
     let (model, mut step) = TrainStep::new(model, &all, TrainConfig::default());
     let nan_loss = |m: &LlamaForCausalLM<B>, b: &Batch| {
-        let MicroLoss { loss, tokens } = lm_loss(m, b);
-        MicroLoss {
+        let MicroLoss { loss, tokens } = lm_loss(m, b)?;
+        Ok(MicroLoss {
             loss: loss * f32::NAN,
             tokens,
-        }
+        })
     };
     let failure = step.step(model, &batches(), nan_loss).unwrap_err();
     assert!(
@@ -286,11 +286,11 @@ fn a_failed_step_leaves_the_last_checkpoint_intact() {
     };
     let before = files(&saved);
     let nan = |m: &LlamaForCausalLM<B>, b: &Batch| {
-        let MicroLoss { loss, tokens } = lm_loss(m, b);
-        MicroLoss {
+        let MicroLoss { loss, tokens } = lm_loss(m, b)?;
+        Ok(MicroLoss {
             loss: loss / 0.0,
             tokens,
-        }
+        })
     };
     assert!(step.step(m, &batches(), nan).is_err());
     assert_eq!(files(&saved), before);
@@ -313,7 +313,10 @@ fn examples() -> Vec<burn_spectrum::data::Example> {
 }
 
 /// The loss of a padded batch, as the trainer takes it.
-fn data_loss(m: &LlamaForCausalLM<B>, b: &burn_spectrum::data::Batch) -> MicroLoss<B> {
+fn data_loss(
+    m: &LlamaForCausalLM<B>,
+    b: &burn_spectrum::data::Batch,
+) -> burn_spectrum::Result<MicroLoss<B>> {
     let device = Default::default();
     let (rows, seq) = (b.ids.len(), b.ids[0].len());
     let logits = m
@@ -323,14 +326,14 @@ fn data_loss(m: &LlamaForCausalLM<B>, b: &burn_spectrum::data::Batch) -> MicroLo
         )
         .unwrap();
     let flat: Vec<i64> = b.labels.iter().flatten().copied().collect();
-    MicroLoss {
+    Ok(MicroLoss {
         loss: LlamaForCausalLM::causal_lm_loss(
             logits,
             Tensor::from_data(TensorData::new(flat, [rows, seq]), &device),
         )
         .unwrap(),
         tokens: b.target_tokens(),
-    }
+    })
 }
 
 #[test]
@@ -611,10 +614,10 @@ fn any_burn_module_trains_only_what_is_selected() {
     let y = Tensor::<B, 2>::from_data(TensorData::new(vec![1.0f32, -1.0, 0.5], [3, 1]), &device);
     let loss_of = |n: &TwoLayers<B>, _: &()| {
         let error = n.second.forward(n.first.forward(x.clone())) - y.clone();
-        MicroLoss {
+        Ok(MicroLoss {
             loss: (error.clone() * error).mean(),
             tokens: 3,
-        }
+        })
     };
     let mut losses = Vec::new();
     for _ in 0..5 {

@@ -73,6 +73,11 @@ impl Tokenizer {
         self.eos_token.as_deref()
     }
 
+    /// The id of the EOS token (`eos_token` of `tokenizer_config.json`), if it has one.
+    pub fn eos_id(&self) -> Option<u32> {
+        self.token_id(self.eos_token()?)
+    }
+
     /// Renders `messages` with the model's chat template, as transformers'
     /// `apply_chat_template(..., tokenize=False)` does.
     pub fn apply_chat_template(

@@ -72,6 +72,16 @@ impl Method {
         }
     }
 
+    /// The LoRA settings of the LoRA family (`Lora`, `QLora`, `SpectrumQLora`).
+    pub fn lora_config(&self) -> Option<&LoraConfig> {
+        match self {
+            Method::Lora(config) | Method::QLora(config) | Method::SpectrumQLora(_, config) => {
+                Some(config)
+            }
+            Method::Full | Method::Spectrum(_) => None,
+        }
+    }
+
     /// Freezes, quantizes and adds adapters as the method says.
     pub fn prepare<B: AutodiffBackend>(
         &self,

@@ -1,22 +1,30 @@
 //! Training: [`TrainStep`] updates only the trainable parameters of any Burn module, with
 //! gradient accumulation, global-norm clipping, AdamW and a warmup + cosine schedule.
 
+mod args;
 mod checkpoint;
 mod freeze;
 mod grad_norm;
+mod loss;
 mod lr_scale;
 mod memory;
 mod method;
+mod metrics_log;
+mod run;
 mod schedule;
 mod step;
 mod trainer;
 
+pub use args::{MethodName, TrainArgs};
 pub use checkpoint::{TrainerState, latest_checkpoint};
 pub use freeze::{count_params, freeze_except, trainable_params};
 pub use grad_norm::{clip_grad_norm, global_grad_norm};
+pub use loss::{batch_loss, mean_loss};
 pub use lr_scale::{SnrLrScaling, snr_lr_scales};
 pub use memory::MemoryReport;
 pub use method::{Method, Prepared, SpectrumSource};
+pub use metrics_log::{MetricsLine, read_metrics};
+pub use run::{RunConfig, RunSummary, peak_rss_mib, read_summary, run, run_on};
 pub use schedule::LrSchedule;
 pub use step::{MicroLoss, StepFailure, StepMetrics, TrainConfig, TrainStep};
-pub use trainer::{Reselect, Reselection, TrainReport, TrainerOptions, train};
+pub use trainer::{Reselect, Reselection, TrainReport, TrainerOptions, train, train_with};

@@ -23,6 +23,16 @@ impl LrSchedule {
         }
     }
 
+    /// Linear warmup to `peak_lr` over `warmup_steps`, then a cosine to 0 at `total_steps`
+    /// (transformers' `get_cosine_schedule_with_warmup`).
+    pub fn warmup_cosine(peak_lr: f64, warmup_steps: usize, total_steps: usize) -> Self {
+        LrSchedule {
+            peak_lr,
+            warmup_steps,
+            total_steps,
+        }
+    }
+
     /// The learning rate of step `step` (counted from 0).
     pub fn lr(&self, step: usize) -> f64 {
         if step < self.warmup_steps {

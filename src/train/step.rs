@@ -5,12 +5,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
-use burn::tensor::{ElementConversion, Tensor, backend::AutodiffBackend};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor};
 
 use super::freeze::{freeze_except, trainable_params};
 use super::grad_norm::clip_grad_norm;
 use super::schedule::LrSchedule;
-use crate::error::Error;
+use crate::error::{Error, Result};
 
 /// Optimizer settings: AdamW with decoupled weight decay, global-norm clipping, a schedule.
 #[derive(Clone, Debug)]
@@ -86,7 +87,7 @@ impl<M> From<StepFailure<M>> for Error {
 }
 
 /// A micro-batch's loss `[1]` and the number of tokens it was computed on.
-pub struct MicroLoss<B: AutodiffBackend> {
+pub struct MicroLoss<B: Backend> {
     /// The micro-batch's mean loss, `[1]`.
     pub loss: Tensor<B, 1>,
     /// Tokens the loss was computed on.
@@ -158,7 +159,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
     /// `scale * lr`, the others at `lr` (as PyTorch parameter groups with their own rates).
     /// Weight decay follows the scaled rate, as AdamW's decoupled decay does. A multiplier
     /// that is negative or not finite is refused.
-    pub fn set_lr_scales(&mut self, scales: HashMap<ParamId, f64>) -> crate::error::Result<()> {
+    pub fn set_lr_scales(&mut self, scales: HashMap<ParamId, f64>) -> Result<()> {
         if let Some(bad) = scales.values().find(|s| !(s.is_finite() && **s >= 0.0)) {
             return Err(Error::InvalidSetting {
                 name: "learning-rate multiplier",
@@ -222,12 +223,13 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
     /// norm clipping, and AdamW at this step's learning rate.
     ///
     /// A non-finite loss stops the step with [`Error::NonFiniteLoss`] before anything
-    /// changes; the model comes back unchanged in the [`StepFailure`].
+    /// changes, a non-finite gradient norm with [`Error::NonFiniteGradient`], and an error from
+    /// `loss_of` with that error; the model comes back unchanged in the [`StepFailure`].
     pub fn step<T>(
         &mut self,
         model: M,
         micro_batches: &[T],
-        mut loss_of: impl FnMut(&M, &T) -> MicroLoss<B>,
+        mut loss_of: impl FnMut(&M, &T) -> Result<MicroLoss<B>>,
     ) -> std::result::Result<(M, StepMetrics), StepFailure<M>> {
         if micro_batches.is_empty() {
             let error = Error::NoMicroBatches;
@@ -240,7 +242,10 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
         let mut accumulator = GradientsAccumulator::<M>::new();
         let (mut loss_sum, mut tokens) = (0.0, 0);
         for batch in micro_batches {
-            let MicroLoss { loss, tokens: n } = loss_of(&model, batch);
+            let MicroLoss { loss, tokens: n } = match loss_of(&model, batch) {
+                Ok(micro) => micro,
+                Err(error) => return Err(StepFailure { model, error }),
+            };
             let value: f64 = loss.clone().into_scalar().elem();
             if !value.is_finite() {
                 let error = Error::NonFiniteLoss {
@@ -262,6 +267,13 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
             Some(max) => clip_grad_norm(&model, &mut grads, max),
             None => super::grad_norm::global_grad_norm(&model, &grads),
         };
+        if !grad_norm.is_finite() {
+            let error = Error::NonFiniteGradient {
+                step: self.step,
+                norm: grad_norm,
+            };
+            return Err(StepFailure { model, error });
+        }
         let lr = self.config.schedule.lr(self.step);
         let groups = split_by_scale(&model, &mut grads, &self.lr_scales);
         let mut model = self.optimizer.step(lr, model, grads);

@@ -34,6 +34,21 @@ pub struct TrainerOptions {
     pub reselect: Option<Reselect>,
 }
 
+impl Default for TrainerOptions {
+    /// 100 steps of one micro-batch, no checkpoints (`checkpoints/` if enabled), no progress
+    /// bar, no re-selection.
+    fn default() -> Self {
+        TrainerOptions {
+            steps: 100,
+            accumulation: 1,
+            checkpoint_every: None,
+            checkpoint_dir: PathBuf::from("checkpoints"),
+            progress: false,
+            reselect: None,
+        }
+    }
+}
+
 /// Between epochs, score the weights again and train the new top `top_percent`% per module
 /// type (with `lm_head` and `model.embed_tokens`): one of the Spectrum paper's ideas for
 /// future work. For models trained with [`Method::Spectrum`](super::Method::Spectrum): every
@@ -79,11 +94,28 @@ pub struct TrainReport {
 /// re-selection, before that step's checkpoint, so a resumed run re-selects as the
 /// uninterrupted one did.
 pub fn train<B, M>(
+    model: M,
+    step: &mut TrainStep<B, M>,
+    batches: &mut Batches<'_>,
+    loss_of: impl FnMut(&M, &Batch) -> Result<MicroLoss<B>>,
+    options: &TrainerOptions,
+) -> Result<(M, TrainReport)>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+{
+    train_with(model, step, batches, loss_of, options, |_| Ok(()))
+}
+
+/// [`train`], calling `on_step` after each step with its metrics (before the step's
+/// checkpoint): to log, or to show progress. An error from `on_step` ends the run with it.
+pub fn train_with<B, M>(
     mut model: M,
     step: &mut TrainStep<B, M>,
     batches: &mut Batches<'_>,
-    mut loss_of: impl FnMut(&M, &Batch) -> MicroLoss<B>,
+    mut loss_of: impl FnMut(&M, &Batch) -> Result<MicroLoss<B>>,
     options: &TrainerOptions,
+    mut on_step: impl FnMut(&StepMetrics) -> Result<()>,
 ) -> Result<(M, TrainReport)>
 where
     B: AutodiffBackend,
@@ -99,6 +131,7 @@ where
         model = next;
         bar.set_message(format!("loss {:.4} lr {:.2e}", metrics.loss, metrics.lr));
         bar.inc(1);
+        on_step(&metrics)?;
         report.metrics.push(metrics);
         let done = step.steps_done();
         if let Some(reselect) = &options.reselect

@@ -81,3 +81,23 @@ pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
         .map(|(g, w)| (g - w).abs())
         .fold(0.0, f32::max)
 }
+
+/// The SmolLM2 folder that `scripts/get_smollm2.sh` makes, or `None` (the test skips) when it
+/// is missing; with `SPECTRUM_REQUIRE_ASSETS=1` (CI) a missing folder fails the test.
+pub fn smollm2_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/models/SmolLM2-135M-Instruct");
+    if dir.join("tokenizer.json").exists() {
+        return Some(dir);
+    }
+    let required = std::env::var("SPECTRUM_REQUIRE_ASSETS").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "{} is missing: run ./scripts/get_smollm2.sh",
+        dir.display()
+    );
+    eprintln!(
+        "skipped: {} is missing (run ./scripts/get_smollm2.sh)",
+        dir.display()
+    );
+    None
+}

@@ -3,12 +3,14 @@
 mod generate;
 mod import;
 mod scan;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use burn_spectrum::model::gguf::OutDtype;
 use burn_spectrum::spectrum::Threshold;
+use burn_spectrum::train::{MethodName, TrainArgs};
 use clap::{Parser, Subcommand};
 
 // The allocator matters on the CPU backend: glibc's returns large tensor buffers to the OS and
@@ -20,7 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "spectrum",
     version,
-    about = "Spectrum SNR scans and layer selections, GGUF import, text generation"
+    about = "Spectrum SNR scans and layer selections, fine-tuning, GGUF import, text generation"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -64,6 +66,23 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutDtype::F32)]
         dtype: OutDtype,
     },
+    /// Fine-tune a Hugging Face model folder on Alpaca data with one method.
+    Train {
+        model_dir: PathBuf,
+        /// An Alpaca JSON file (instruction, input, output).
+        #[arg(long, value_name = "FILE")]
+        data: PathBuf,
+        #[arg(long, value_enum)]
+        method: MethodName,
+        /// spectrum.py's or axolotl's unfrozen-parameters YAML, instead of --top-percent.
+        #[arg(long, value_name = "FILE")]
+        unfrozen_yaml: Option<PathBuf>,
+        /// The run folder: metrics.jsonl, model/, adapter/, checkpoints/.
+        #[arg(long, value_name = "DIR")]
+        output_dir: PathBuf,
+        #[command(flatten)]
+        args: TrainArgs,
+    },
     /// Continue a prompt with a Hugging Face model folder (greedy unless --temperature > 0).
     Generate {
         model_dir: PathBuf,
@@ -99,7 +118,12 @@ fn percent() -> clap::builder::RangedI64ValueParser<u32> {
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    // Usage errors exit with 1, as every other bad input does; help and version with 0.
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { 1 } else { 0 })
+    });
+    let result = match cli.command {
         Command::Scan {
             model,
             top_percent,
@@ -118,6 +142,22 @@ fn main() -> ExitCode {
             out_dir,
             dtype,
         } => import::import_gguf(&file, &out_dir, dtype),
+        Command::Train {
+            model_dir,
+            data,
+            method,
+            unfrozen_yaml,
+            output_dir,
+            args,
+        } => {
+            let paths = train::Paths {
+                model_dir,
+                data,
+                unfrozen_yaml,
+                output_dir,
+            };
+            train::train(paths, method, &args)
+        }
         Command::Generate {
             model_dir,
             prompt,
