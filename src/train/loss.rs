@@ -20,7 +20,7 @@ pub fn batch_loss<B: Backend>(model: &LlamaForCausalLM<B>, batch: &Batch) -> Res
     let device = model.devices().into_iter().next().unwrap_or_default();
     let ids = ids_tensor(&batch.ids, &device)?;
     let [rows, seq] = ids.dims();
-    let logits = model.forward_masked(ids, Some(&batch.attention_mask))?;
+    // Checked before the forward pass, which would be wasted on labels that cannot be scored.
     if let Some(row) = batch.labels.iter().position(|l| l.len() != seq) {
         let len = batch.labels[row].len();
         return Err(Error::RaggedBatch {
@@ -29,6 +29,7 @@ pub fn batch_loss<B: Backend>(model: &LlamaForCausalLM<B>, batch: &Batch) -> Res
             expected: seq,
         });
     }
+    let logits = model.forward_masked(ids, Some(&batch.attention_mask))?;
     let flat: Vec<i64> = batch.labels.iter().flatten().copied().collect();
     let labels = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [rows, seq]), &device);
     Ok(MicroLoss {
