@@ -48,10 +48,10 @@ fn loss_of(model: &Model, Rows(ids): &Rows) -> burn_spectrum::Result<MicroLoss<B
     let logits = model.forward(ids_tensor(ids, &device).unwrap());
     let flat: Vec<i64> = ids.iter().flatten().map(|&i| i as i64).collect();
     let labels = Tensor::from_data(TensorData::new(flat, [ids.len(), ids[0].len()]), &device);
-    Ok(MicroLoss {
-        loss: LlamaForCausalLM::causal_lm_loss(logits, labels).unwrap(),
-        tokens: ids.len() * (ids[0].len() - 1),
-    })
+    Ok(MicroLoss::new(
+        LlamaForCausalLM::causal_lm_loss(logits, labels).unwrap(),
+        ids.len() * (ids[0].len() - 1),
+    ))
 }
 
 fn run(mut model: Model, step: &mut TrainStep<B, Model>, n: usize) -> (Model, Vec<f64>) {

@@ -52,6 +52,7 @@ fn each_method_trains_what_it_should() {
                 Tensor::from_data(TensorData::new(labels.clone(), [2, 12]), &device),
             )
             .unwrap(),
+            grads: None,
             tokens: 22,
         })
     };

@@ -60,10 +60,10 @@ fn qlora_trains_the_adapters_over_a_frozen_nf4_base() {
     let loss_of = |m: &LlamaForCausalLM<A>, _: &()| {
         let logits = m.forward(ids_tensor(&ids, &device).unwrap());
         let labels = Tensor::from_data(TensorData::new(labels.clone(), [2, 12]), &device);
-        Ok(MicroLoss {
-            loss: LlamaForCausalLM::causal_lm_loss(logits, labels).unwrap(),
-            tokens: 22,
-        })
+        Ok(MicroLoss::new(
+            LlamaForCausalLM::causal_lm_loss(logits, labels).unwrap(),
+            22,
+        ))
     };
     let mut losses = Vec::new();
     for _ in 0..5 {

@@ -80,10 +80,10 @@ fn lm_loss(model: &LlamaForCausalLM<B>, batch: &Batch) -> burn_spectrum::Result<
         &device,
     );
     let tokens = batch.ids.len() * (batch.ids[0].len() - 1);
-    Ok(MicroLoss {
-        loss: LlamaForCausalLM::causal_lm_loss(logits, labels).unwrap(),
+    Ok(MicroLoss::new(
+        LlamaForCausalLM::causal_lm_loss(logits, labels).unwrap(),
         tokens,
-    })
+    ))
 }
 
 #[test]
@@ -161,11 +161,8 @@ fn a_nan_loss_stops_the_step_and_returns_the_model() {
     let before = snapshot(&model);
     let (model, mut step) = TrainStep::new(model, &all, TrainConfig::default());
     let nan_loss = |m: &LlamaForCausalLM<B>, b: &Batch| {
-        let MicroLoss { loss, tokens } = lm_loss(m, b)?;
-        Ok(MicroLoss {
-            loss: loss * f32::NAN,
-            tokens,
-        })
+        let MicroLoss { loss, tokens, .. } = lm_loss(m, b)?;
+        Ok(MicroLoss::new(loss * f32::NAN, tokens))
     };
     let failure = step.step(model, &batches(), nan_loss).unwrap_err();
     assert!(
@@ -286,11 +283,8 @@ fn a_failed_step_leaves_the_last_checkpoint_intact() {
     };
     let before = files(&saved);
     let nan = |m: &LlamaForCausalLM<B>, b: &Batch| {
-        let MicroLoss { loss, tokens } = lm_loss(m, b)?;
-        Ok(MicroLoss {
-            loss: loss / 0.0,
-            tokens,
-        })
+        let MicroLoss { loss, tokens, .. } = lm_loss(m, b)?;
+        Ok(MicroLoss::new(loss / 0.0, tokens))
     };
     assert!(step.step(m, &batches(), nan).is_err());
     assert_eq!(files(&saved), before);
@@ -333,6 +327,7 @@ fn data_loss(
         )
         .unwrap(),
         tokens: b.target_tokens(),
+        grads: None,
     })
 }
 
@@ -614,10 +609,7 @@ fn any_burn_module_trains_only_what_is_selected() {
     let y = Tensor::<B, 2>::from_data(TensorData::new(vec![1.0f32, -1.0, 0.5], [3, 1]), &device);
     let loss_of = |n: &TwoLayers<B>, _: &()| {
         let error = n.second.forward(n.first.forward(x.clone())) - y.clone();
-        Ok(MicroLoss {
-            loss: (error.clone() * error).mean(),
-            tokens: 3,
-        })
+        Ok(MicroLoss::new((error.clone() * error).mean(), 3))
     };
     let mut losses = Vec::new();
     for _ in 0..5 {

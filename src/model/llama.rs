@@ -195,26 +195,8 @@ impl<B: Backend> LlamaForCausalLM<B> {
     ) -> Tensor<B, 3> {
         let [batch, seq] = ids.dims();
         let start = cache.as_ref().map_or(0, |c| c.len());
-        let device = ids.device();
-        let c = &self.config;
-        let context = AttentionContext {
-            rope_q: self
-                .rope
-                .tables([batch, c.num_attention_heads, start, seq], &device),
-            rope_k: self
-                .rope
-                .tables([batch, c.num_key_value_heads, start, seq], &device),
-            mask: attention_mask(
-                batch,
-                c.num_attention_heads,
-                start,
-                seq,
-                c.sliding_window,
-                padding,
-                &device,
-            ),
-        };
-        let mut x = self.model.embed_tokens.forward(ids);
+        let context = self.layer_context(batch, start, seq, padding, &ids.device());
+        let mut x = self.embed(ids);
         for (index, layer) in self.model.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| (c, index));
             x = layer.forward(x, &context, layer_cache);
@@ -222,8 +204,43 @@ impl<B: Backend> LlamaForCausalLM<B> {
         self.model.norm.forward(x)
     }
 
-    /// `[batch, seq, hidden] -> [batch, seq, vocab]`
-    fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// What every decoder layer of one forward pass shares: the RoPE tables of positions
+    /// `start..start + seq` and the attention mask.
+    pub(crate) fn layer_context(
+        &self,
+        batch: usize,
+        start: usize,
+        seq: usize,
+        padding: Option<&[Vec<u32>]>,
+        device: &B::Device,
+    ) -> AttentionContext<B> {
+        let c = &self.config;
+        AttentionContext {
+            rope_q: self
+                .rope
+                .tables([batch, c.num_attention_heads, start, seq], device),
+            rope_k: self
+                .rope
+                .tables([batch, c.num_key_value_heads, start, seq], device),
+            mask: attention_mask(
+                batch,
+                c.num_attention_heads,
+                start,
+                seq,
+                c.sliding_window,
+                padding,
+                device,
+            ),
+        }
+    }
+
+    /// The token embeddings, `[batch, seq] -> [batch, seq, hidden]`.
+    pub(crate) fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.model.embed_tokens.forward(ids)
+    }
+
+    /// Logits of final (normed) hidden states: `[batch, seq, hidden] -> [batch, seq, vocab]`.
+    pub(crate) fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
@@ -256,13 +273,23 @@ impl<B: Backend> LlamaForCausalLM<B> {
         let logits = logits
             .narrow(1, 0, seq - 1)
             .reshape([batch * (seq - 1), vocab]);
-        let targets = labels.narrow(1, 1, seq - 1).reshape([batch * (seq - 1), 1]);
+        let targets = labels.narrow(1, 1, seq - 1).reshape([batch * (seq - 1)]);
+        let count = targets.clone().not_equal_elem(IGNORE_INDEX).float().sum();
+        Ok(Self::nll_sum(logits, targets) / count)
+    }
+
+    /// The summed negative log-likelihood of the targets, positions whose target is
+    /// [`IGNORE_INDEX`] left out.
+    ///
+    /// # Shapes
+    /// - logits: `[positions, vocab]`, targets: `[positions]`; returns `[1]`.
+    pub(crate) fn nll_sum(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+        let [positions] = targets.dims();
+        let targets = targets.reshape([positions, 1]);
         let keep = targets.clone().not_equal_elem(IGNORE_INDEX);
         let safe_targets = targets.mask_fill(keep.clone().bool_not(), 0);
         let picked = log_softmax(logits, 1).gather(1, safe_targets);
-        let keep = keep.float();
-        let count = keep.clone().sum();
-        Ok(-(picked * keep).sum() / count)
+        -(picked * keep.float()).sum()
     }
 }
 

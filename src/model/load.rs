@@ -15,7 +15,7 @@ use super::hf_layout::{is_ignored, is_linear_weight};
 use super::llama::LlamaForCausalLM;
 use crate::error::{Error, Result};
 use crate::io::{INDEX_FILE, SafetensorsFiles, TensorEntry};
-use crate::nn::transpose;
+use crate::nn::{Nf4Weight, transpose};
 
 impl<B: Backend> LlamaForCausalLM<B> {
     /// Loads `config.json` and the safetensors weights (one file or sharded, f32/f16/bf16) of
@@ -25,6 +25,22 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// or mis-shaped tensor is an error that names it. Weights come from
     /// `model.safetensors.index.json` when present, else from `model.safetensors`.
     pub fn from_pretrained(dir: &Path, device: &B::Device) -> Result<Self> {
+        Self::from_pretrained_nf4(dir, device, |_| false)
+    }
+
+    /// [`LlamaForCausalLM::from_pretrained`], with the base weight of every projection whose
+    /// path `quantize` accepts (`model.layers.0.self_attn.q_proj`, ..., `lm_head`) read and
+    /// quantized to NF4 one tensor at a time, as transformers' `load_in_4bit` does: the
+    /// full-precision weights of those projections are never in memory together, so loading
+    /// needs about the NF4 model plus one tensor.
+    ///
+    /// A projection whose size is not a multiple of the NF4 block (64 values) is refused with
+    /// [`Error::Nf4Blocks`].
+    pub fn from_pretrained_nf4(
+        dir: &Path,
+        device: &B::Device,
+        quantize: impl Fn(&str) -> bool,
+    ) -> Result<Self> {
         let config = LlamaConfig::from_file(dir)?;
         // Like transformers, read the index when there is one, else `model.safetensors` only:
         // other `.safetensors` files in the folder are not the model's.
@@ -39,7 +55,18 @@ impl<B: Backend> LlamaForCausalLM<B> {
             // transformers drops a stored head when the embedding is tied; so do we.
             filler.unused.remove("lm_head.weight");
         }
-        let model = config.init::<B>(device).map(&mut filler);
+        let mut model = config.init::<B>(device);
+        for (path, projection) in model.projections_mut() {
+            if !quantize(&path) {
+                continue;
+            }
+            let (d_in, d_out) = projection.dims();
+            let name = format!("{path}.weight");
+            if let Some(rows) = filler.rows(&name, [d_out, d_in]) {
+                projection.set_nf4(Nf4Weight::quantize(&rows, [d_out, d_in], device)?);
+            }
+        }
+        let model = model.map(&mut filler);
         filler.finish()?;
         Ok(model)
     }
@@ -81,25 +108,33 @@ impl<'a, B: Backend> Filler<'a, B> {
     /// The values of `name` in Burn's layout for a parameter of `shape`, or `None` after
     /// noting why not.
     fn values(&mut self, name: &str, shape: &[usize]) -> Option<Vec<f32>> {
+        if is_linear_weight(name) && shape.len() == 2 {
+            let rows = self.rows(name, [shape[1], shape[0]])?;
+            return Some(transpose(&rows, shape[1], shape[0]));
+        }
+        self.stored(name, shape)
+    }
+
+    /// A linear weight's values as stored, `[out, in]` row-major (PyTorch's layout), or `None`
+    /// after noting why not.
+    fn rows(&mut self, name: &str, [out, inp]: [usize; 2]) -> Option<Vec<f32>> {
+        self.stored(name, &[out, inp])
+    }
+
+    /// The tensor `name` as stored, if it has `shape`; `None` after noting why not.
+    fn stored(&mut self, name: &str, shape: &[usize]) -> Option<Vec<f32>> {
         let Some(entry) = self.unused.remove(name) else {
             self.missing.insert(name.to_string());
             return None;
         };
-        let linear = is_linear_weight(name) && shape.len() == 2;
-        let stored: Vec<usize> = if linear {
-            shape.iter().rev().copied().collect()
-        } else {
-            shape.to_vec()
-        };
-        if entry.shape != stored {
+        if entry.shape != shape {
             self.misshaped.push(format!(
-                "{name}: expected {stored:?}, found {:?}",
+                "{name}: expected {shape:?}, found {:?}",
                 entry.shape
             ));
             return None;
         }
         match self.files.read_f32(entry) {
-            Ok(values) if linear => Some(transpose(&values, stored[0], stored[1])),
             Ok(values) => Some(values),
             Err(e) => {
                 self.unreadable.get_or_insert(e);

@@ -21,6 +21,7 @@ mod sampling;
 mod save;
 mod tokenizer;
 
+pub(crate) use attention::AttentionContext;
 pub use attention::{Attention, AttentionConfig};
 pub use cache::KvCache;
 pub use chat_template::ChatMessage;

@@ -6,6 +6,7 @@ mod layout;
 mod lora_adapter;
 mod mask;
 pub(crate) mod nf4;
+mod nf4_linear;
 mod nf4_weight;
 mod params;
 mod projection;

@@ -93,6 +93,11 @@ impl<B: Backend> Nf4Weight<B> {
 
     /// The weight in Burn's `[in, out]` layout, in the float type; a transient tensor.
     pub fn dequantize(&self) -> Tensor<B, 2> {
+        self.dequantize_rows().transpose()
+    }
+
+    /// The weight in PyTorch's `[out, in]` layout (the order the codes are stored in).
+    pub fn dequantize_rows(&self) -> Tensor<B, 2> {
         let [out, inp] = self.shape;
         let n = out * inp;
         let blocks = n / NF4_BLOCK;
@@ -101,7 +106,7 @@ impl<B: Backend> Nf4Weight<B> {
         let codebook = Tensor::<B, 1>::from_data(TensorData::new(NF4_CODE.to_vec(), [16]), &device);
         let values = codebook.select(0, codes).reshape([blocks, NF4_BLOCK]);
         let absmax = self.absmax().reshape([blocks, 1]);
-        (values * absmax).reshape([out, inp]).transpose()
+        (values * absmax).reshape([out, inp])
     }
 
     /// The per-block absmax: `dynamic_map[code] * scale[block / 256] + offset`, `[blocks]`.

@@ -8,6 +8,7 @@ use burn::tensor::{Tensor, backend::Backend, module::linear};
 
 use super::layout::transpose;
 use super::lora_adapter::LoraAdapter;
+use super::nf4_linear::nf4_linear;
 use super::nf4_weight::Nf4Weight;
 use super::params::f32_values;
 
@@ -106,7 +107,10 @@ impl<B: Backend> Projection<B> {
     /// # Shapes
     /// - x: `[batch, seq, in]`; returns `[batch, seq, out]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let base = linear(x.clone(), self.base_weight(), None);
+        let base = match &self.nf4 {
+            Some(nf4) => nf4_linear(x.clone(), nf4),
+            None => linear(x.clone(), self.base_weight(), None),
+        };
         match &self.lora {
             Some(lora) => base + lora.forward(x),
             None => base,
@@ -127,6 +131,15 @@ impl<B: Backend> Projection<B> {
         self.nf4 = Some(Nf4Weight::quantize(&rows, [d_out, d_in], &device)?);
         self.weight = None;
         Ok(())
+    }
+
+    /// Makes `nf4` the base, dropping the dense weight without reading it (a lazy one is never
+    /// drawn): how a checkpoint loads straight to 4 bits. `nf4` is `[out, in]` of this
+    /// projection's widths.
+    pub(crate) fn set_nf4(&mut self, nf4: Nf4Weight<B>) {
+        debug_assert_eq!(nf4.shape(), [self.dims[1], self.dims[0]]);
+        self.nf4 = Some(nf4);
+        self.weight = None;
     }
 
     /// A dense base weight: folds the adapter in (see [`Projection::merge`]) and dequantizes an

@@ -29,14 +29,23 @@ pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     let norm = global_grad_norm(module, grads);
     let factor = max_norm / (norm + 1e-6);
     if factor < 1.0 {
-        let mut visitor = Scale::<B> {
-            grads,
-            factor,
-            _backend: std::marker::PhantomData,
-        };
-        module.visit(&mut visitor);
+        scale_grads(module, grads, factor);
     }
     norm
+}
+
+/// Multiplies every gradient of `module`'s parameters by `factor`.
+pub(crate) fn scale_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &mut GradientsParams,
+    factor: f64,
+) {
+    let mut visitor = Scale::<B> {
+        grads,
+        factor,
+        _backend: std::marker::PhantomData,
+    };
+    module.visit(&mut visitor);
 }
 
 struct SquaredNorm<'a, B> {

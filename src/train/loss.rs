@@ -32,17 +32,19 @@ pub fn batch_loss<B: Backend>(model: &LlamaForCausalLM<B>, batch: &Batch) -> Res
     let logits = model.forward_masked(ids, Some(&batch.attention_mask))?;
     let flat: Vec<i64> = batch.labels.iter().flatten().copied().collect();
     let labels = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [rows, seq]), &device);
-    Ok(MicroLoss {
-        loss: LlamaForCausalLM::causal_lm_loss(logits, labels)?,
-        tokens: batch.target_tokens(),
-    })
+    Ok(MicroLoss::new(
+        LlamaForCausalLM::causal_lm_loss(logits, labels)?,
+        batch.target_tokens(),
+    ))
 }
 
 /// The mean loss per target token over `batches`, without gradients: the eval loss.
 pub fn mean_loss<B: Backend>(model: &LlamaForCausalLM<B>, batches: &[Batch]) -> Result<f64> {
     let (mut sum, mut tokens) = (0.0, 0);
     for batch in batches {
-        let MicroLoss { loss, tokens: n } = batch_loss(model, batch)?;
+        let MicroLoss {
+            loss, tokens: n, ..
+        } = batch_loss(model, batch)?;
         let loss: f64 = loss.into_scalar().elem();
         sum += loss * n as f64;
         tokens += n;

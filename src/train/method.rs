@@ -1,7 +1,7 @@
 //! The fine-tuning methods compared in the Spectrum paper, each preparing a loaded model:
 //! what is trainable, what is frozen, what is quantized.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::module::ParamId;
 use burn::tensor::backend::AutodiffBackend;
@@ -82,6 +82,45 @@ impl Method {
         }
     }
 
+    /// Loads the Hugging Face model in `dir` and prepares it as [`Method::prepare`] does. The
+    /// QLoRA methods load straight to 4 bits
+    /// ([`LlamaForCausalLM::from_pretrained_nf4`]), so the full-precision base is never whole
+    /// in memory; Spectrum+QLoRA then takes its selection from a scan of the files on disk
+    /// (the same weights, so the same selection).
+    pub fn load<B: AutodiffBackend>(&self, dir: &Path, device: &B::Device) -> Result<Prepared<B>> {
+        match self {
+            Method::Full | Method::Spectrum(_) | Method::Lora(_) => {
+                self.prepare(LlamaForCausalLM::from_pretrained(dir, device)?, device)
+            }
+            Method::QLora(config) => {
+                let targets = &config.target_modules;
+                let model = LlamaForCausalLM::from_pretrained_nf4(dir, device, |path| {
+                    targets.matches(path)
+                })?;
+                self.prepare(model, device)
+            }
+            Method::SpectrumQLora(source, config) => {
+                let (selection, scan) = match source {
+                    SpectrumSource::TopPercent(k) => {
+                        let report =
+                            SpectrumSelector::new(Threshold::Spectrum).scan_safetensors(dir)?;
+                        (report.select(*k)?, Some(report))
+                    }
+                    SpectrumSource::Yaml(path) => (Selection::read_yaml(path)?, None),
+                };
+                let model = LlamaForCausalLM::from_pretrained_nf4(dir, device, |path| {
+                    TargetModules::AllLinear.matches(path)
+                })?;
+                let (model, trainable) = spectrum_qlora(model, &selection, config, device);
+                Ok(Prepared {
+                    model: freeze_except(model, &trainable),
+                    trainable,
+                    scan,
+                })
+            }
+        }
+    }
+
     /// Freezes, quantizes and adds adapters as the method says.
     pub fn prepare<B: AutodiffBackend>(
         &self,
@@ -116,22 +155,8 @@ impl Method {
                 let (selection, report) = selection(source, &model)?;
                 scan = report;
                 let mut model = model;
-                let selected: Vec<String> = model
-                    .projections_mut()
-                    .into_iter()
-                    .map(|(path, _)| path)
-                    .filter(|path| {
-                        path != "lm_head" && selection.is_selected(&format!("{path}.weight"))
-                    })
-                    .collect();
                 quantize_nf4(&mut model, &TargetModules::AllLinear)?;
-                let config = LoraConfig {
-                    target_modules: TargetModules::Paths(selected),
-                    ..config.clone()
-                };
-                let (model, _) = add_lora(model, &config, device);
-                let trainable = trainable_params(&model);
-                (model, trainable)
+                spectrum_qlora(model, &selection, config, device)
             }
         };
         Ok(Prepared {
@@ -140,6 +165,29 @@ impl Method {
             scan,
         })
     }
+}
+
+/// Adapters on the selected projections of an NF4 model (the head excepted); their parameters
+/// are what trains.
+fn spectrum_qlora<B: AutodiffBackend>(
+    model: LlamaForCausalLM<B>,
+    selection: &Selection,
+    config: &LoraConfig,
+    device: &B::Device,
+) -> (LlamaForCausalLM<B>, Vec<ParamId>) {
+    let selected: Vec<String> = model
+        .projections()
+        .into_iter()
+        .map(|(path, _)| path)
+        .filter(|path| path != "lm_head" && selection.is_selected(&format!("{path}.weight")))
+        .collect();
+    let config = LoraConfig {
+        target_modules: TargetModules::Paths(selected),
+        ..config.clone()
+    };
+    let (model, _) = add_lora(model, &config, device);
+    let trainable = trainable_params(&model);
+    (model, trainable)
 }
 
 /// The selection, and the scan it came from when there was one.

@@ -134,10 +134,9 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
         reason: "no EOS token to end the answers with".into(),
     })?;
     let data = examples(config, &alpaca, &tokenizer, eos)?;
-    let model = LlamaForCausalLM::<B>::from_pretrained(&config.model_dir, device)?;
     // Adapters are drawn from the backend's generator: seed it, so a rerun draws the same.
     B::seed(device, config.seed);
-    let prepared = config.method.prepare(model, device)?;
+    let prepared = config.method.load::<B>(&config.model_dir, device)?;
     if prepared.trainable.is_empty() {
         return Err(Error::NothingToTrain(config.method.name()));
     }

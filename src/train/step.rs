@@ -9,7 +9,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 
 use super::freeze::{freeze_except, trainable_params};
-use super::grad_norm::clip_grad_norm;
+use super::grad_norm::{clip_grad_norm, scale_grads};
 use super::schedule::LrSchedule;
 use crate::error::{Error, Result};
 
@@ -86,12 +86,28 @@ impl<M> From<StepFailure<M>> for Error {
     }
 }
 
-/// A micro-batch's loss `[1]` and the number of tokens it was computed on.
+/// A micro-batch's loss `[1]` and the number of tokens it was computed on, with its gradients
+/// when they are already computed.
 pub struct MicroLoss<B: Backend> {
     /// The micro-batch's mean loss, `[1]`.
     pub loss: Tensor<B, 1>,
     /// Tokens the loss was computed on.
     pub tokens: usize,
+    /// The loss's parameter gradients, when computed already (piece by piece, as
+    /// [`batch_gradients`](super::batch_gradients) does to save memory); `None`: the step
+    /// back-propagates `loss`.
+    pub grads: Option<GradientsParams>,
+}
+
+impl<B: Backend> MicroLoss<B> {
+    /// A loss the step back-propagates.
+    pub fn new(loss: Tensor<B, 1>, tokens: usize) -> Self {
+        MicroLoss {
+            loss,
+            tokens,
+            grads: None,
+        }
+    }
 }
 
 /// Trains the parameters given at construction, on any Burn module.
@@ -242,7 +258,11 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
         let mut accumulator = GradientsAccumulator::<M>::new();
         let (mut loss_sum, mut tokens) = (0.0, 0);
         for batch in micro_batches {
-            let MicroLoss { loss, tokens: n } = match loss_of(&model, batch) {
+            let MicroLoss {
+                loss,
+                tokens: n,
+                grads,
+            } = match loss_of(&model, batch) {
                 Ok(micro) => micro,
                 Err(error) => return Err(StepFailure { model, error }),
             };
@@ -256,11 +276,19 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
             }
             loss_sum += value;
             tokens += n;
-            let mut grads = (loss * weight).backward();
-            accumulator.accumulate(
-                &model,
-                GradientsParams::from_params(&mut grads, &model, &self.trainable),
-            );
+            let grads = match grads {
+                Some(mut grads) => {
+                    if weight != 1.0 {
+                        scale_grads(&model, &mut grads, weight);
+                    }
+                    grads
+                }
+                None => {
+                    let mut grads = (loss * weight).backward();
+                    GradientsParams::from_params(&mut grads, &model, &self.trainable)
+                }
+            };
+            accumulator.accumulate(&model, grads);
         }
         let mut grads = accumulator.grads();
         let grad_norm = match self.config.max_grad_norm {

@@ -1,0 +1,172 @@
+//! `x @ dequant(W_nf4)` whose backward pass dequantizes the weight again instead of keeping it,
+//! as bitsandbytes' 4-bit matmul does.
+//!
+//! Burn's autodiff matmul keeps its right operand for the backward pass, so the plain route
+//! (dequantize, then `linear`) holds every dequantized f32 weight of the model from forward to
+//! backward: a QLoRA step would then need the memory of the f32 model it quantized away. The
+//! operation here registers one backward step whose state is the NF4 weight itself (a few
+//! shared handles to the packed codes), and whose backward computes `grad @ dequant(W)^T` only:
+//! the base is frozen, so no gradient is formed for it.
+//!
+//! The operation is an `Autodiff<I>` op; it is reached from code generic over `Backend` by
+//! comparing types at run time (`Any`), for the inner backends this crate builds (flex, wgpu,
+//! cuda). On any other backend the plain route runs: the same numbers, more memory.
+
+use std::any::{Any, TypeId};
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::module::AutodiffModule;
+use burn::tensor::{Tensor, TensorPrimitive, backend::Backend, module::linear};
+
+use super::nf4_weight::Nf4Weight;
+
+/// `x @ W` for an NF4 base `W` (`[in, out]` once dequantized).
+///
+/// # Shapes
+/// - x: `[batch, seq, in]`; returns `[batch, seq, out]`.
+pub(crate) fn nf4_linear<B: Backend>(x: Tensor<B, 3>, weight: &Nf4Weight<B>) -> Tensor<B, 3> {
+    #[cfg(feature = "flex")]
+    if let Some(y) = recomputing::<B, burn::backend::Flex>(&x, weight) {
+        return y;
+    }
+    #[cfg(feature = "wgpu")]
+    if let Some(y) = recomputing::<B, burn::backend::Wgpu>(&x, weight) {
+        return y;
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(y) = recomputing::<B, burn::backend::Cuda>(&x, weight) {
+        return y;
+    }
+    plain_nf4_linear(x, weight)
+}
+
+/// Dequantize, then `linear`: on an autodiff backend the dequantized weight lives until the
+/// backward pass. The reference the recomputing route is tested against.
+pub(crate) fn plain_nf4_linear<B: Backend>(x: Tensor<B, 3>, weight: &Nf4Weight<B>) -> Tensor<B, 3> {
+    linear(x, weight.dequantize(), None)
+}
+
+/// `Some(x @ W)` through [`Nf4Backward`] when `B` is `Autodiff<I>`; `None` for any other `B`.
+fn recomputing<B: Backend, I: Backend>(
+    x: &Tensor<B, 3>,
+    weight: &Nf4Weight<B>,
+) -> Option<Tensor<B, 3>> {
+    if TypeId::of::<B>() != TypeId::of::<Autodiff<I>>() {
+        return None;
+    }
+    let x: Tensor<Autodiff<I>, 3> = same_type(x.clone())?;
+    let weight: &Nf4Weight<Autodiff<I>> = (weight as &dyn Any).downcast_ref()?;
+    same_type(autodiff_nf4_linear(x, weight.valid()))
+}
+
+/// `value` as `U` when `T` is `U`.
+fn same_type<T: 'static, U: 'static>(value: T) -> Option<U> {
+    let boxed: Box<dyn Any> = Box::new(value);
+    boxed.downcast().ok().map(|b| *b)
+}
+
+fn autodiff_nf4_linear<I: Backend>(
+    x: Tensor<Autodiff<I>, 3>,
+    weight: Nf4Weight<I>,
+) -> Tensor<Autodiff<I>, 3> {
+    let x = x.into_primitive().tensor();
+    let x_inner = Tensor::<I, 3>::from_primitive(TensorPrimitive::Float(x.primitive.clone()));
+    let y = linear(x_inner, weight.dequantize(), None)
+        .into_primitive()
+        .tensor();
+    let y = match Nf4Backward
+        .prepare::<NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(weight, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(y))
+}
+
+/// The backward step of `x @ dequant(W)`: `grad_x = grad @ dequant(W)^T`, with `W` dequantized
+/// again here. Its state is the NF4 weight (shared handles, no copy).
+#[derive(Debug)]
+struct Nf4Backward;
+
+impl<I: Backend> Backward<I, 1> for Nf4Backward {
+    type State = Nf4Weight<I>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let weight = ops.state;
+        unary::<I, _>(ops.parents, ops.node, grads, |grad| {
+            let grad = Tensor::<I, 3>::from_primitive(TensorPrimitive::Float(grad));
+            let [batch, seq, out] = grad.dims();
+            // [out, in]: the transpose of the forward pass's weight, without a layout copy.
+            let rows = weight.dequantize_rows();
+            let [_, inp] = rows.dims();
+            grad.reshape([batch * seq, out])
+                .matmul(rows)
+                .reshape([batch, seq, inp])
+                .into_primitive()
+                .tensor()
+        });
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::{Distribution, Tensor, backend::Backend};
+
+    use super::{nf4_linear, plain_nf4_linear, recomputing};
+    use crate::nn::Nf4Weight;
+
+    type A = Autodiff<Flex>;
+
+    fn weight<B: Backend>(out: usize, inp: usize) -> Nf4Weight<B> {
+        let device = Default::default();
+        Flex::seed(&device, 7);
+        let rows: Vec<f32> =
+            Tensor::<Flex, 1>::random([out * inp], Distribution::Normal(0.0, 0.05), &device)
+                .into_data()
+                .to_vec()
+                .unwrap();
+        Nf4Weight::quantize(&rows, [out, inp], &Default::default()).unwrap()
+    }
+
+    fn max_relative(a: Tensor<Flex, 3>, b: Tensor<Flex, 3>) -> f32 {
+        let scale = b.clone().abs().max().into_scalar();
+        (a - b).abs().max().into_scalar() / scale
+    }
+
+    #[test]
+    fn the_recomputing_route_runs_on_autodiff_only() {
+        let x = Tensor::<A, 3>::zeros([1, 2, 128], &Default::default());
+        assert!(recomputing::<A, Flex>(&x, &weight::<A>(64, 128)).is_some());
+        let x = Tensor::<Flex, 3>::zeros([1, 2, 128], &Default::default());
+        assert!(recomputing::<Flex, Flex>(&x, &weight::<Flex>(64, 128)).is_none());
+    }
+
+    #[test]
+    fn outputs_and_input_gradients_equal_the_plain_route() {
+        let device = Default::default();
+        let (out, inp) = (192, 256);
+        let w = weight::<A>(out, inp);
+        let x = Tensor::<Flex, 3>::random([2, 5, inp], Distribution::Normal(0.0, 1.0), &device);
+        let upstream =
+            Tensor::<Flex, 3>::random([2, 5, out], Distribution::Normal(0.0, 1.0), &device);
+        let run = |f: fn(Tensor<A, 3>, &Nf4Weight<A>) -> Tensor<A, 3>| {
+            let x = Tensor::<A, 3>::from_inner(x.clone()).require_grad();
+            let y = f(x.clone(), &w);
+            let grads = (y.clone() * Tensor::from_inner(upstream.clone()))
+                .sum()
+                .backward();
+            (y.inner(), x.grad(&grads).expect("x has a gradient"))
+        };
+        let (y, grad) = run(nf4_linear);
+        let (y_plain, grad_plain) = run(plain_nf4_linear);
+        assert!(max_relative(y, y_plain) <= 1e-6);
+        assert!(max_relative(grad, grad_plain) <= 1e-6);
+    }
+}
