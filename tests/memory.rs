@@ -39,9 +39,7 @@ fn batch() -> Batch {
         attention_mask[1][t] = 0;
         labels[1][t] = IGNORE_INDEX;
     }
-    for t in 0..3 {
-        labels[0][t] = IGNORE_INDEX;
-    }
+    labels[0][..3].fill(IGNORE_INDEX);
     Batch {
         ids,
         attention_mask,
@@ -132,7 +130,7 @@ fn stepped(name: &str, method: Method) -> LlamaForCausalLM<A> {
         ..Default::default()
     };
     let (model, mut step) = TrainStep::new(prepared.model, &prepared.trainable, config);
-    step.step(model, &[batch()], |m, b| batch_loss(m, b))
+    step.step(model, &[batch()], batch_loss)
         .unwrap()
         .0
 }
@@ -193,7 +191,7 @@ fn steps_on_precomputed_gradients_follow_the_plain_steps() {
             let micro = [batch(), batch()];
             let (next, metrics) = match options {
                 Some(options) => step.step(model, &micro, |m, b| batch_gradients(m, b, &options)),
-                None => step.step(model, &micro, |m, b| batch_loss(m, b)),
+                None => step.step(model, &micro, batch_loss),
             }
             .unwrap();
             model = next;
