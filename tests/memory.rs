@@ -296,3 +296,14 @@ fn projections_that_do_not_fill_nf4_blocks_are_refused_when_loading() {
         "{error}"
     );
 }
+
+#[test]
+fn the_eval_loss_in_chunks_is_the_plain_mean_loss() {
+    use burn::module::AutodiffModule;
+    for name in ["models/llama_gqa", "models/llama_tied"] {
+        let model = model(name).valid();
+        let plain: f64 = batch_loss(&model, &batch()).unwrap().loss.into_scalar().elem();
+        let chunked = burn_spectrum::train::mean_loss(&model, &[batch()]).unwrap();
+        assert!(common::close(chunked, plain, 1e-6), "{chunked} vs {plain}");
+    }
+}

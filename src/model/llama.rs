@@ -166,6 +166,16 @@ impl<B: Backend> LlamaForCausalLM<B> {
         ids: Tensor<B, 2, Int>,
         padding: Option<&[Vec<u32>]>,
     ) -> Result<Tensor<B, 3>> {
+        Ok(self.head(self.final_hidden(ids, padding)?))
+    }
+
+    /// [`LlamaForCausalLM::forward_masked`] without the head: the final normed hidden states,
+    /// `[batch, seq, hidden]`.
+    pub(crate) fn final_hidden(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        padding: Option<&[Vec<u32>]>,
+    ) -> Result<Tensor<B, 3>> {
         let [batch, seq] = ids.dims();
         if let Some(padding) = padding {
             let rows: Vec<usize> = padding.iter().map(Vec::len).collect();
@@ -173,8 +183,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
                 return Err(Error::MaskShape { batch, seq, rows });
             }
         }
-        let hidden = self.hidden_states(ids, padding, None);
-        Ok(self.head(hidden))
+        Ok(self.hidden_states(ids, padding, None))
     }
 
     /// Logits of the new tokens `ids` after the positions held in `cache`, extending it.

@@ -11,8 +11,9 @@
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
 
+use super::loss::{chunk_positions, labels_tensor};
 use super::step::MicroLoss;
 use crate::data::Batch;
 use crate::error::{Error, Result};
@@ -26,12 +27,13 @@ pub struct MemoryOptions {
     /// forward pass of compute.
     pub gradient_checkpointing: bool,
     /// Positions whose logits are formed at once by the loss; `None` picks as many as fill
-    /// [`LOSS_CHUNK_BYTES`] of f32 logits.
+    /// [`LOSS_CHUNK_BYTES`](super::LOSS_CHUNK_BYTES) of f32 logits.
     pub loss_chunk: Option<usize>,
 }
 
 impl Default for MemoryOptions {
-    /// No gradient checkpointing; loss chunks of [`LOSS_CHUNK_BYTES`].
+    /// No gradient checkpointing; loss chunks of
+    /// [`LOSS_CHUNK_BYTES`](super::LOSS_CHUNK_BYTES).
     fn default() -> Self {
         MemoryOptions {
             gradient_checkpointing: false,
@@ -40,16 +42,10 @@ impl Default for MemoryOptions {
     }
 }
 
-/// The f32 logits one loss chunk forms at most when [`MemoryOptions::loss_chunk`] is `None`:
-/// 64 MiB, 130 positions of Llama 3's 128,256-token vocabulary, 341 of SmolLM2's 49,152.
-pub const LOSS_CHUNK_BYTES: usize = 64 << 20;
-
 impl MemoryOptions {
     /// The positions per loss chunk for a vocabulary of `vocab` tokens (at least 1).
     pub fn chunk_positions(&self, vocab: usize) -> usize {
-        self.loss_chunk
-            .unwrap_or(LOSS_CHUNK_BYTES / (4 * vocab.max(1)))
-            .max(1)
+        chunk_positions(self.loss_chunk, vocab)
     }
 }
 
@@ -69,14 +65,7 @@ pub fn batch_gradients<B: AutodiffBackend>(
     let device = model.devices().into_iter().next().unwrap_or_default();
     let ids = ids_tensor::<B>(&batch.ids, &device)?;
     let [rows, seq] = ids.dims();
-    if let Some(row) = batch.labels.iter().position(|l| l.len() != seq) {
-        let len = batch.labels[row].len();
-        return Err(Error::RaggedBatch {
-            row,
-            len,
-            expected: seq,
-        });
-    }
+    let labels = labels_tensor::<B>(batch, rows, seq, &device)?;
     if let Some(error) = padding_error(&batch.attention_mask, rows, seq) {
         return Err(error);
     }
@@ -87,8 +76,6 @@ pub fn batch_gradients<B: AutodiffBackend>(
             labels: [rows, seq],
         });
     }
-    let flat: Vec<i64> = batch.labels.iter().flatten().copied().collect();
-    let labels = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [rows, seq]), &device);
     let context = model.layer_context(rows, 0, seq, Some(&batch.attention_mask), &device);
     let mut grads = Accumulated::new(model);
 

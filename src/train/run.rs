@@ -14,7 +14,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::latest_checkpoint;
-use super::loss::{batch_loss, mean_loss};
+use super::gradients::{MemoryOptions, batch_gradients};
+use super::loss::mean_loss;
 use super::memory::MemoryReport;
 use super::method::{Method, SpectrumSource};
 use super::metrics_log::{MetricsLine, MetricsLog};
@@ -66,6 +67,8 @@ pub struct RunConfig {
     pub resume: bool,
     /// Draw a progress bar (on a terminal).
     pub progress: bool,
+    /// Gradient checkpointing and the loss's chunks.
+    pub memory: MemoryOptions,
 }
 
 /// What a finished run measured: the `methods` entries of the example's `report.json`.
@@ -178,7 +181,8 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
     };
     let bar = progress_bar(config, done);
     let mut last = Instant::now();
-    let (model, _) = train_with(model, &mut step, &mut batches, batch_loss, &options, |m| {
+    let loss_of = |m: &LlamaForCausalLM<B>, b: &Batch| batch_gradients(m, b, &config.memory);
+    let (model, _) = train_with(model, &mut step, &mut batches, loss_of, &options, |m| {
         let line = MetricsLine::new(m, last.elapsed().as_secs_f64());
         last = Instant::now();
         log.append(&line)?;
@@ -274,6 +278,13 @@ fn check_settings(config: &RunConfig) -> Result<()> {
             name: "--lr",
             value: config.lr.to_string(),
             expected: "must be positive",
+        });
+    }
+    if config.memory.loss_chunk == Some(0) {
+        return Err(Error::InvalidSetting {
+            name: "--loss-chunk",
+            value: "0".into(),
+            expected: "must be at least 1 position",
         });
     }
     if config.output_dir.is_file() {
