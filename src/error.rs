@@ -190,6 +190,16 @@ pub enum Error {
     /// its parameters).
     #[error("{0}: nothing to train: the selection matches no parameter of this model")]
     NothingToTrain(String),
+    /// A run whose estimated peak memory is more than the machine has available.
+    #[error(
+        "this run needs about {needed_mib} MiB at its peak (weights, gradients, optimizer state and activations, estimated from the model's config) but only {available_mib} MiB are available: use a method that trains fewer values (spectrum, lora, qlora), a smaller --batch-size or --seq-len, or --gradient-checkpointing"
+    )]
+    OutOfMemory {
+        /// The estimated peak, in MiB.
+        needed_mib: u64,
+        /// What the system has available, in MiB.
+        available_mib: u64,
+    },
     /// A picture that could not be drawn or written.
     #[error("{path}: cannot draw the plot ({reason})")]
     Plot {

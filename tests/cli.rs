@@ -363,6 +363,26 @@ fn train_refuses_bad_input_with_exit_code_1_and_writes_nothing() {
                 &model,
                 &data,
                 &out,
+                &["--method", "lora", "--loss-chunk", "0"],
+            ),
+            "--loss-chunk 0",
+        ),
+        (
+            // Activations of 10^10 rows of 256 tokens: refused from the estimate, before
+            // anything is loaded.
+            train_args(
+                &model,
+                &data,
+                &out,
+                &["--method", "full", "--batch-size", "10000000000", "--seq-len", "256"],
+            ),
+            "MiB are available",
+        ),
+        (
+            train_args(
+                &model,
+                &data,
+                &out,
                 &["--method", "full", "--seq-len", "100000"],
             ),
             "--seq-len 100000",

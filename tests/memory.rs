@@ -130,9 +130,7 @@ fn stepped(name: &str, method: Method) -> LlamaForCausalLM<A> {
         ..Default::default()
     };
     let (model, mut step) = TrainStep::new(prepared.model, &prepared.trainable, config);
-    step.step(model, &[batch()], batch_loss)
-        .unwrap()
-        .0
+    step.step(model, &[batch()], batch_loss).unwrap().0
 }
 
 #[test]
@@ -302,7 +300,11 @@ fn the_eval_loss_in_chunks_is_the_plain_mean_loss() {
     use burn::module::AutodiffModule;
     for name in ["models/llama_gqa", "models/llama_tied"] {
         let model = model(name).valid();
-        let plain: f64 = batch_loss(&model, &batch()).unwrap().loss.into_scalar().elem();
+        let plain: f64 = batch_loss(&model, &batch())
+            .unwrap()
+            .loss
+            .into_scalar()
+            .elem();
         let chunked = burn_spectrum::train::mean_loss(&model, &[batch()]).unwrap();
         assert!(common::close(chunked, plain, 1e-6), "{chunked} vs {plain}");
     }

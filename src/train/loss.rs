@@ -99,7 +99,10 @@ pub(crate) fn labels_tensor<B: Backend>(
         });
     }
     let flat: Vec<i64> = batch.labels.iter().flatten().copied().collect();
-    Ok(Tensor::from_data(TensorData::new(flat, [rows, seq]), device))
+    Ok(Tensor::from_data(
+        TensorData::new(flat, [rows, seq]),
+        device,
+    ))
 }
 
 #[cfg(all(test, feature = "flex"))]
@@ -112,7 +115,10 @@ mod tests {
 
     #[test]
     fn the_sum_over_chunks_does_not_depend_on_the_chunk() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/models/llama_gqa");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/models/llama_gqa"
+        );
         let config = LlamaConfig::from_file(std::path::Path::new(dir)).unwrap();
         let model = config.init::<Flex>(&Default::default());
         let ids: Vec<Vec<u32>> = vec![(0..9).collect(), (9..18).collect()];
@@ -129,7 +135,10 @@ mod tests {
         let whole = nll_sum(&model, &batch, 1000).unwrap();
         for chunk in [1, 3, 7] {
             let chunked = nll_sum(&model, &batch, chunk).unwrap();
-            assert!((chunked - whole).abs() <= 1e-5 * whole.abs(), "{chunked} vs {whole}");
+            assert!(
+                (chunked - whole).abs() <= 1e-5 * whole.abs(),
+                "{chunked} vs {whole}"
+            );
         }
     }
 }

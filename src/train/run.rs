@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::latest_checkpoint;
+use super::estimate::{MemoryEstimate, available_memory_bytes};
 use super::gradients::{MemoryOptions, batch_gradients};
 use super::loss::mean_loss;
 use super::memory::MemoryReport;
@@ -297,6 +298,16 @@ fn check_settings(config: &RunConfig) -> Result<()> {
             value: config.seq_len.to_string(),
             expected: "must be from 2 to the model's max_position_embeddings",
         });
+    }
+    let estimate = MemoryEstimate::of(
+        &model,
+        &config.method,
+        config.batch_size,
+        config.seq_len,
+        &config.memory,
+    );
+    if let Some(available) = available_memory_bytes() {
+        estimate.check(available)?;
     }
     Ok(())
 }
