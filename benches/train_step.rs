@@ -12,16 +12,19 @@
 //! are printed. `TRAIN_STEP_ROUNDS` rounds (default 2) visit every method in turn, and each
 //! method's fastest round counts.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
+
 use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex};
+use common::{peak_kib, root, run_child};
+
 use burn_spectrum::data::{Batch, Batches, EncodeOptions, prepare, read_alpaca};
 use burn_spectrum::model::{LlamaForCausalLM, Tokenizer};
 use burn_spectrum::peft::LoraConfig;
 use burn_spectrum::train::{
-    LrSchedule, MemoryReport, Method, SpectrumSource, TrainConfig, TrainStep, batch_loss,
+    LrSchedule, MemoryOptions, MemoryReport, Method, SpectrumSource, TrainConfig, TrainStep,
+    batch_gradients,
 };
 
 // The allocator matters on the CPU backend (see benches/model.rs).
@@ -54,10 +57,6 @@ fn methods() -> Vec<Method> {
     ]
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Two full-length sequences from Alpaca: the longest records, cut to 256 tokens.
 fn batch(tokenizer: &Tokenizer) -> Batch {
     let data = read_alpaca(&root().join("assets/data/alpaca_en_demo.json")).expect("alpaca data");
@@ -77,15 +76,6 @@ fn batch(tokenizer: &Tokenizer) -> Batch {
         .expect("a batch")
 }
 
-fn peak_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Runs one method; prints `name seconds_per_step peak_step_mib trainable total weight grad optim`.
 fn child(method_index: usize) {
     let device = Default::default();
@@ -93,15 +83,17 @@ fn child(method_index: usize) {
     let tokenizer = Tokenizer::from_dir(&dir).expect("tokenizer");
     let batch = batch(&tokenizer);
     let method = &methods()[method_index];
-    let model = LlamaForCausalLM::<A>::from_pretrained(&dir, &device).expect("model");
-    let prepared = method.prepare(model, &device).expect("prepared");
+    let prepared = method.load::<A>(&dir, &device).expect("prepared");
     let memory = MemoryReport::of(&prepared.model);
     let config = TrainConfig {
         schedule: LrSchedule::constant(1e-5),
         ..Default::default()
     };
     let (mut model, mut step) = TrainStep::new(prepared.model, &prepared.trainable, config);
-    let loss_of = |m: &LlamaForCausalLM<A>, b: &Batch| batch_loss(m, b);
+    // What `spectrum train` runs: the loss in chunks, each chunk's logits freed after its
+    // backward pass.
+    let options = MemoryOptions::default();
+    let loss_of = |m: &LlamaForCausalLM<A>, b: &Batch| batch_gradients(m, b, &options);
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     model = step
         .step(model, std::slice::from_ref(&batch), loss_of)
@@ -157,7 +149,7 @@ fn main() {
     let mut rows: Vec<Option<String>> = vec![None; methods().len()];
     for _ in 0..rounds.max(1) {
         for (index, row) in rows.iter_mut().enumerate() {
-            let line = run_child(&exe, index);
+            let line = run_child(&exe, "TRAIN_STEP_METHOD", index);
             let seconds = |l: &str| l.split(' ').nth(1).and_then(|v| v.parse::<f64>().ok());
             if row
                 .as_deref()
@@ -169,20 +161,6 @@ fn main() {
     }
     let rows: Vec<String> = rows.into_iter().flatten().collect();
     report(&rows);
-}
-
-/// One method in its own process; its output line.
-fn run_child(exe: &std::path::Path, index: usize) -> String {
-    let output = Command::new(exe)
-        .env("TRAIN_STEP_METHOD", index.to_string())
-        .output()
-        .expect("runs");
-    let line = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    if !output.status.success() || line.is_empty() {
-        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-        std::process::exit(1);
-    }
-    line
 }
 
 fn report(rows: &[String]) {

@@ -19,7 +19,7 @@ mod trainer;
 
 pub use args::{MethodName, TrainArgs};
 pub use checkpoint::{TrainerState, latest_checkpoint};
-pub use estimate::{MemoryEstimate, available_memory_bytes};
+pub use estimate::{HEADROOM, MemoryEstimate, available_memory_bytes};
 pub use freeze::{count_params, freeze_except, trainable_params};
 pub use grad_norm::{clip_grad_norm, global_grad_norm};
 pub use gradients::{MemoryOptions, batch_gradients};

@@ -1,0 +1,34 @@
+//! What the benchmarks that run one case per child process share.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The crate's root folder (where `assets/` and `target/` are).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// This process's peak resident memory (`VmHWM`), in KiB; 0 where it cannot be read.
+pub fn peak_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs case `index` in a child process (`exe` with `variable=index`) and returns the line it
+/// printed; exits with its error output when it fails.
+pub fn run_child(exe: &Path, variable: &str, index: usize) -> String {
+    let output = Command::new(exe)
+        .env(variable, index.to_string())
+        .output()
+        .expect("runs");
+    let line = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if !output.status.success() || line.is_empty() {
+        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+        std::process::exit(1);
+    }
+    line
+}
