@@ -53,6 +53,8 @@ enum MethodKind {
     Spectrum,
     Lora,
     QLora,
+    /// QLoRA at LoRA's rank (16): the same adapters over an NF4 base instead of an f32 one.
+    QLoraR16,
     SpectrumQLora,
 }
 
@@ -82,8 +84,11 @@ fn cases() -> Vec<Case> {
             all.push(case(Model::SmolLm2, method, 1, 2048, checkpointing));
         }
     }
-    for method in [Full, Spectrum, Lora, QLora, SpectrumQLora] {
+    for method in [Full, Spectrum, Lora, QLora, QLoraR16, SpectrumQLora] {
         all.push(case(Model::Llama1b, method, 1, 256, false));
+    }
+    for method in [Lora, QLora, QLoraR16] {
+        all.push(case(Model::Llama1b, method, 1, 256, true));
     }
     all
 }
@@ -106,6 +111,7 @@ fn method(kind: MethodKind) -> Method {
         MethodKind::Spectrum => Method::Spectrum(spectrum),
         MethodKind::Lora => Method::Lora(lora),
         MethodKind::QLora => Method::QLora(qlora),
+        MethodKind::QLoraR16 => Method::QLora(lora),
         MethodKind::SpectrumQLora => Method::SpectrumQLora(spectrum, qlora),
     }
 }
@@ -315,6 +321,16 @@ fn main() {
     println!("({:.0} s in all)", started.elapsed().as_secs_f64());
 }
 
+/// The method's name, with the rank where two cases share a method.
+fn label(kind: MethodKind) -> String {
+    match kind {
+        MethodKind::QLora => "qlora (r 64)".into(),
+        MethodKind::QLoraR16 => "qlora (r 16)".into(),
+        MethodKind::Lora => "lora (r 16)".into(),
+        _ => method(kind).name(),
+    }
+}
+
 fn name(model: Model) -> &'static str {
     match model {
         Model::SmolLm2 => "SmolLM2-135M",
@@ -364,7 +380,7 @@ fn report(rows: &[(MemoryEstimate, Option<String>)], available: Option<f64>) {
         available.map_or(f64::NAN, mib)
     );
     println!(
-        "{:<19} {:<18} {:>9} {:>5} {:>10} {:>10} {:>10} {:>11} {:>7}",
+        "{:<19} {:<18} {:>7} {:>5} {:>10} {:>10} {:>10} {:>11} {:>7}",
         "model",
         "method",
         "batch",
@@ -379,9 +395,9 @@ fn report(rows: &[(MemoryEstimate, Option<String>)], available: Option<f64>) {
         let shape = format!("{}x{}", case.batch, case.seq);
         let ckpt = if case.checkpointing { "yes" } else { "no" };
         let head = format!(
-            "{:<19} {:<18} {:>9} {:>5}",
+            "{:<19} {:<18} {:>7} {:>5}",
             name(case.model),
-            method(case.method).name(),
+            label(case.method),
             shape,
             ckpt
         );
