@@ -448,14 +448,27 @@ fn report(rows: &[(MemoryEstimate, Option<String>)], available: Option<f64>) {
             |m| m.step
         ),
     );
-    println!(
-        "  1B shape 1x256, whole-process peak: qlora / lora = {} (<= 0.5)",
-        ratio(
-            find(Model::Llama1b, QLora, 256, false),
-            find(Model::Llama1b, Lora, 256, false),
-            |m| m.whole()
-        ),
-    );
+    for (qlora, checkpointing) in [
+        (QLora, false),
+        (QLoraR16, false),
+        (QLora, true),
+        (QLoraR16, true),
+    ] {
+        println!(
+            "  1B shape 1x256, whole-process peak, {} / lora (r 16){}: {} (<= 0.5)",
+            label(qlora),
+            if checkpointing {
+                ", both with gradient checkpointing"
+            } else {
+                ""
+            },
+            ratio(
+                find(Model::Llama1b, qlora, 256, checkpointing),
+                find(Model::Llama1b, Lora, 256, checkpointing),
+                |m| m.whole()
+            ),
+        );
+    }
     for kind in [Full, Lora] {
         println!(
             "  SmolLM2 1x2048, step peak with / without gradient checkpointing, {}: {} (<= 0.6)",
