@@ -2,9 +2,9 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::{Tensor, activation::silu, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
-use crate::nn::{Projection, ProjectionConfig};
+use crate::nn::{Projection, ProjectionConfig, swiglu};
 
 /// The widths of an [`Mlp`].
 #[derive(Config, Debug)]
@@ -42,7 +42,7 @@ impl<B: Backend> Mlp<B> {
     /// # Shapes
     /// - x: `[batch, seq, hidden]`, returned in the same shape.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gated = swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
+        self.down_proj.forward(gated)
     }
 }

@@ -2,6 +2,7 @@
 //! weight, optionally with a LoRA adapter), the LoRA adapter, the NF4 weight, RMSNorm, RoPE and
 //! attention masks; and reading a module tree's parameters by path.
 
+mod autodiff_route;
 mod layout;
 mod lora_adapter;
 mod mask;
@@ -12,6 +13,7 @@ mod params;
 mod projection;
 mod rms_norm;
 mod rope;
+mod swiglu;
 
 pub(crate) use layout::transpose;
 pub use lora_adapter::{LoraAdapter, LoraAdapterConfig};
@@ -23,6 +25,7 @@ pub use projection::{Projection, ProjectionConfig};
 pub use rms_norm::{RmsNorm, RmsNormConfig};
 pub use rope::Llama3RopeScaling;
 pub(crate) use rope::{Rope, RopeTables};
+pub(crate) use swiglu::swiglu;
 
 #[cfg(test)]
 mod nf4_reference_tests;

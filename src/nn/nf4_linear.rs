@@ -8,11 +8,11 @@
 //! shared handles to the packed codes), and whose backward computes `grad @ dequant(W)^T` only:
 //! the base is frozen, so no gradient is formed for it.
 //!
-//! The operation is an `Autodiff<I>` op; it is reached from code generic over `Backend` by
-//! comparing types at run time (`Any`), for the inner backends this crate builds (flex, wgpu,
-//! cuda). On any other backend the plain route runs: the same numbers, more memory.
+//! The operation is an `Autodiff<I>` op, reached as [`super::autodiff_route`] says, for the
+//! inner backends this crate builds (flex, wgpu, cuda). On any other backend the plain route
+//! runs: the same numbers, more memory.
 
-use std::any::{Any, TypeId};
+use std::any::Any;
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -22,6 +22,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::module::AutodiffModule;
 use burn::tensor::{Tensor, TensorPrimitive, backend::Backend, module::linear};
 
+use super::autodiff_route::{is_autodiff_of, same_type};
 use super::nf4_weight::Nf4Weight;
 
 /// `x @ W` for an NF4 base `W` (`[in, out]` once dequantized).
@@ -55,18 +56,12 @@ fn recomputing<B: Backend, I: Backend>(
     x: &Tensor<B, 3>,
     weight: &Nf4Weight<B>,
 ) -> Option<Tensor<B, 3>> {
-    if TypeId::of::<B>() != TypeId::of::<Autodiff<I>>() {
+    if !is_autodiff_of::<B, I>() {
         return None;
     }
     let x: Tensor<Autodiff<I>, 3> = same_type(x.clone())?;
     let weight: &Nf4Weight<Autodiff<I>> = (weight as &dyn Any).downcast_ref()?;
     same_type(autodiff_nf4_linear(x, weight.valid()))
-}
-
-/// `value` as `U` when `T` is `U`.
-fn same_type<T: 'static, U: 'static>(value: T) -> Option<U> {
-    let boxed: Box<dyn Any> = Box::new(value);
-    boxed.downcast().ok().map(|b| *b)
 }
 
 fn autodiff_nf4_linear<I: Backend>(
