@@ -23,7 +23,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::{Tensor, TensorPrimitive, backend::Backend, module::linear};
 
 use super::autodiff_route::{is_autodiff_of, same_type};
-use super::nf4_weight::Nf4Weight;
+use super::nf4_weight::{Nf4Weight, ROW_BLOCK_VALUES};
 
 /// `x @ W` for an NF4 base `W` (`[in, out]` once dequantized).
 ///
@@ -70,7 +70,7 @@ fn autodiff_nf4_linear<I: Backend>(
 ) -> Tensor<Autodiff<I>, 3> {
     let x = x.into_primitive().tensor();
     let x_inner = Tensor::<I, 3>::from_primitive(TensorPrimitive::Float(x.primitive.clone()));
-    let y = linear(x_inner, weight.dequantize(), None)
+    let y = blockwise_forward(x_inner, &weight, ROW_BLOCK_VALUES)
         .into_primitive()
         .tensor();
     let y = match Nf4Backward
@@ -84,8 +84,50 @@ fn autodiff_nf4_linear<I: Backend>(
     Tensor::from_primitive(TensorPrimitive::Float(y))
 }
 
+/// `x @ dequant(W)^T`, the weight dequantized a block of rows (output features) at a time, so
+/// that only one block is ever in f32.
+fn blockwise_forward<I: Backend>(
+    x: Tensor<I, 3>,
+    weight: &Nf4Weight<I>,
+    block_values: usize,
+) -> Tensor<I, 3> {
+    let absmax = weight.absmax();
+    let outputs: Vec<Tensor<I, 3>> = weight
+        .row_blocks(block_values)
+        .into_iter()
+        .map(|(start, rows)| {
+            let block = weight.dequantize_row_block(&absmax, start, rows);
+            linear(x.clone(), block.transpose(), None)
+        })
+        .collect();
+    Tensor::cat(outputs, 2)
+}
+
+/// `grad @ dequant(W)`: each block of output features' share of the input gradient, summed.
+fn blockwise_backward<I: Backend>(
+    grad: Tensor<I, 3>,
+    weight: &Nf4Weight<I>,
+    block_values: usize,
+) -> Tensor<I, 3> {
+    let [batch, seq, out] = grad.dims();
+    let [_, inp] = weight.shape();
+    let grad = grad.reshape([batch * seq, out]);
+    let absmax = weight.absmax();
+    let mut sum: Option<Tensor<I, 2>> = None;
+    for (start, rows) in weight.row_blocks(block_values) {
+        let block = weight.dequantize_row_block(&absmax, start, rows);
+        let share = grad.clone().narrow(1, start, rows).matmul(block);
+        sum = Some(match sum {
+            Some(sum) => sum + share,
+            None => share,
+        });
+    }
+    sum.expect("a weight has at least one row block")
+        .reshape([batch, seq, inp])
+}
+
 /// The backward step of `x @ dequant(W)`: `grad_x = grad @ dequant(W)^T`, with `W` dequantized
-/// again here. Its state is the NF4 weight (shared handles, no copy).
+/// again here, a block of rows at a time. Its state is the NF4 weight (shared handles, no copy).
 #[derive(Debug)]
 struct Nf4Backward;
 
@@ -96,13 +138,7 @@ impl<I: Backend> Backward<I, 1> for Nf4Backward {
         let weight = ops.state;
         unary::<I, _>(ops.parents, ops.node, grads, |grad| {
             let grad = Tensor::<I, 3>::from_primitive(TensorPrimitive::Float(grad));
-            let [batch, seq, out] = grad.dims();
-            // [out, in]: the transpose of the forward pass's weight, without a layout copy.
-            let rows = weight.dequantize_rows();
-            let [_, inp] = rows.dims();
-            grad.reshape([batch * seq, out])
-                .matmul(rows)
-                .reshape([batch, seq, inp])
+            blockwise_backward(grad, &weight, ROW_BLOCK_VALUES)
                 .into_primitive()
                 .tensor()
         });
@@ -114,7 +150,7 @@ mod tests {
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::{Distribution, Tensor, backend::Backend};
 
-    use super::{nf4_linear, plain_nf4_linear, recomputing};
+    use super::{blockwise_backward, blockwise_forward, nf4_linear, plain_nf4_linear, recomputing};
     use crate::nn::Nf4Weight;
 
     type A = Autodiff<Flex>;
@@ -163,5 +199,24 @@ mod tests {
         let (y_plain, grad_plain) = run(plain_nf4_linear);
         assert!(max_relative(y, y_plain) <= 1e-6);
         assert!(max_relative(grad, grad_plain) <= 1e-6);
+    }
+
+    #[test]
+    fn row_blocks_cover_the_weight_and_give_the_whole_product() {
+        let device = Default::default();
+        let (out, inp) = (200, 128);
+        let w = weight::<Flex>(out, inp);
+        // 64 rows a block: 64, 64, 64 and the last 8.
+        let blocks = w.row_blocks(64 * inp);
+        assert_eq!(blocks, vec![(0, 64), (64, 64), (128, 64), (192, 8)]);
+        assert_eq!(w.row_blocks(usize::MAX), vec![(0, out)]);
+        let x = Tensor::<Flex, 3>::random([2, 3, inp], Distribution::Normal(0.0, 1.0), &device);
+        let y = blockwise_forward(x.clone(), &w, 64 * inp);
+        let y_whole = x.matmul(w.dequantize().unsqueeze());
+        assert!(max_relative(y, y_whole) <= 1e-6);
+        let grad = Tensor::<Flex, 3>::random([2, 3, out], Distribution::Normal(0.0, 1.0), &device);
+        let back = blockwise_backward(grad.clone(), &w, 64 * inp);
+        let back_whole = grad.matmul(w.dequantize_rows().unsqueeze());
+        assert!(max_relative(back, back_whole) <= 1e-6);
     }
 }

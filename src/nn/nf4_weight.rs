@@ -22,6 +22,9 @@ pub struct Nf4Weight<B: Backend> {
     shape: [usize; 2],
 }
 
+/// About how many values [`Nf4Weight::row_blocks`] dequantizes at once: 4 Mi (16 MiB of f32).
+pub(crate) const ROW_BLOCK_VALUES: usize = 4 << 20;
+
 /// The bit offsets of the 8 codes of a word, in value order.
 const CODE_SHIFTS: [i64; 8] = [4, 0, 12, 8, 20, 16, 28, 24];
 
@@ -98,19 +101,53 @@ impl<B: Backend> Nf4Weight<B> {
 
     /// The weight in PyTorch's `[out, in]` layout (the order the codes are stored in).
     pub fn dequantize_rows(&self) -> Tensor<B, 2> {
+        let [out, _] = self.shape;
+        self.dequantize_row_block(&self.absmax(), 0, out)
+    }
+
+    /// The row blocks [`Nf4Weight::dequantize_row_block`] takes: `(start, rows)` pairs covering
+    /// the weight, each of about `values` values (at least 64 rows) and starting on an NF4
+    /// block, so that dequantizing one block at a time holds a fraction of the f32 weight.
+    pub(crate) fn row_blocks(&self, values: usize) -> Vec<(usize, usize)> {
         let [out, inp] = self.shape;
-        let n = out * inp;
+        // Rows per block: a multiple of 64, so that every block starts on a whole NF4 block
+        // and a whole code word whatever the width.
+        let rows = ((values / inp.max(1)) / 64 * 64).max(64);
+        if rows >= out {
+            return vec![(0, out)];
+        }
+        (0..out)
+            .step_by(rows)
+            .map(|start| (start, rows.min(out - start)))
+            .collect()
+    }
+
+    /// Rows `start..start + rows` of [`Nf4Weight::dequantize_rows`], `[rows, in]`, given the
+    /// per-block absmax (from [`Nf4Weight::absmax`], computed once for all blocks). `start`
+    /// and `rows` come from [`Nf4Weight::row_blocks`] or cover the whole weight.
+    pub(crate) fn dequantize_row_block(
+        &self,
+        absmax: &Tensor<B, 1>,
+        start: usize,
+        rows: usize,
+    ) -> Tensor<B, 2> {
+        let [_, inp] = self.shape;
+        let (first, n) = (start * inp, rows * inp);
         let blocks = n / NF4_BLOCK;
         let device = self.codes.device();
-        let codes = unpack(self.codes.clone(), &CODE_SHIFTS, 0xF).narrow(0, 0, n);
+        let words = self.codes.clone().narrow(0, first / 8, n.div_ceil(8));
+        let codes = unpack(words, &CODE_SHIFTS, 0xF).narrow(0, 0, n);
         let codebook = Tensor::<B, 1>::from_data(TensorData::new(NF4_CODE.to_vec(), [16]), &device);
         let values = codebook.select(0, codes).reshape([blocks, NF4_BLOCK]);
-        let absmax = self.absmax().reshape([blocks, 1]);
-        (values * absmax).reshape([out, inp])
+        let absmax = absmax
+            .clone()
+            .narrow(0, first / NF4_BLOCK, blocks)
+            .reshape([blocks, 1]);
+        (values * absmax).reshape([rows, inp])
     }
 
     /// The per-block absmax: `dynamic_map[code] * scale[block / 256] + offset`, `[blocks]`.
-    fn absmax(&self) -> Tensor<B, 1> {
+    pub(crate) fn absmax(&self) -> Tensor<B, 1> {
         let [out, inp] = self.shape;
         let blocks = out * inp / NF4_BLOCK;
         let device = self.codes.device();
