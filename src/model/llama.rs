@@ -178,10 +178,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
     ) -> Result<Tensor<B, 3>> {
         let [batch, seq] = ids.dims();
         if let Some(padding) = padding {
-            let rows: Vec<usize> = padding.iter().map(Vec::len).collect();
-            if rows.len() != batch || rows.iter().any(|&len| len != seq) {
-                return Err(Error::MaskShape { batch, seq, rows });
-            }
+            check_padding(padding, batch, seq)?;
         }
         Ok(self.hidden_states(ids, padding, None))
     }
@@ -287,6 +284,21 @@ impl<B: Backend> LlamaForCausalLM<B> {
         Ok(Self::nll_sum(logits, targets) / count)
     }
 
+    /// The summed negative log-likelihood of `targets` given final hidden states `rows`, the
+    /// head's logits formed for these rows only.
+    ///
+    /// # Shapes
+    /// - rows: `[positions, hidden]`, targets: `[positions]`; returns `[1]`.
+    pub(crate) fn rows_nll_sum(
+        &self,
+        rows: Tensor<B, 2>,
+        targets: Tensor<B, 1, Int>,
+    ) -> Tensor<B, 1> {
+        let [positions, _] = rows.dims();
+        let logits = self.head(rows.unsqueeze::<3>());
+        Self::nll_sum(logits.reshape([positions, self.config.vocab_size]), targets)
+    }
+
     /// The summed negative log-likelihood of the targets, positions whose target is
     /// [`IGNORE_INDEX`] left out.
     ///
@@ -300,6 +312,31 @@ impl<B: Backend> LlamaForCausalLM<B> {
         let picked = log_softmax(logits, 1).gather(1, safe_targets);
         -(picked * keep.float()).sum()
     }
+}
+
+/// A padding mask must be `[batch][seq]`; [`Error::MaskShape`] otherwise.
+pub(crate) fn check_padding(padding: &[Vec<u32>], batch: usize, seq: usize) -> Result<()> {
+    let rows: Vec<usize> = padding.iter().map(Vec::len).collect();
+    if rows.len() != batch || rows.iter().any(|&len| len != seq) {
+        return Err(Error::MaskShape { batch, seq, rows });
+    }
+    Ok(())
+}
+
+/// Position `t` predicts token `t + 1`: the states of positions `0..seq - 1` as rows, with the
+/// labels of positions `1..seq` as their targets.
+///
+/// # Shapes
+/// - states: `[batch, seq, hidden]`, labels: `[batch, seq]`; returns
+///   `[batch * (seq - 1), hidden]` and `[batch * (seq - 1)]`.
+pub(crate) fn next_token_pairs<B: Backend>(
+    states: Tensor<B, 3>,
+    labels: Tensor<B, 2, Int>,
+) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
+    let [batch, seq, width] = states.dims();
+    let positions = batch * (seq - 1);
+    let rows = states.narrow(1, 0, seq - 1).reshape([positions, width]);
+    (rows, labels.narrow(1, 1, seq - 1).reshape([positions]))
 }
 
 /// Token ids as an `[batch, seq]` tensor. Rows of different lengths are

@@ -62,7 +62,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
             }
             let (d_in, d_out) = projection.dims();
             let name = format!("{path}.weight");
-            if let Some(rows) = filler.rows(&name, [d_out, d_in]) {
+            if let Some(rows) = filler.stored(&name, &[d_out, d_in]) {
                 projection.set_nf4(Nf4Weight::quantize(&rows, [d_out, d_in], device)?);
             }
         }
@@ -109,19 +109,14 @@ impl<'a, B: Backend> Filler<'a, B> {
     /// noting why not.
     fn values(&mut self, name: &str, shape: &[usize]) -> Option<Vec<f32>> {
         if is_linear_weight(name) && shape.len() == 2 {
-            let rows = self.rows(name, [shape[1], shape[0]])?;
+            let rows = self.stored(name, &[shape[1], shape[0]])?;
             return Some(transpose(&rows, shape[1], shape[0]));
         }
         self.stored(name, shape)
     }
 
-    /// A linear weight's values as stored, `[out, in]` row-major (PyTorch's layout), or `None`
-    /// after noting why not.
-    fn rows(&mut self, name: &str, [out, inp]: [usize; 2]) -> Option<Vec<f32>> {
-        self.stored(name, &[out, inp])
-    }
-
-    /// The tensor `name` as stored, if it has `shape`; `None` after noting why not.
+    /// The tensor `name` as stored (a linear weight `[out, in]` row-major, PyTorch's layout),
+    /// if it has `shape`; `None` after noting why not.
     fn stored(&mut self, name: &str, shape: &[usize]) -> Option<Vec<f32>> {
         let Some(entry) = self.unused.remove(name) else {
             self.missing.insert(name.to_string());

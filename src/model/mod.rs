@@ -29,6 +29,7 @@ pub use config::{LlamaConfig, ModelType};
 pub use decoder::{DecoderLayer, DecoderLayerConfig};
 pub use generate::{Generation, GenerationConfig, eos_token_ids, generate};
 pub use llama::{IGNORE_INDEX, LlamaForCausalLM, LlamaModel, ids_tensor};
+pub(crate) use llama::{check_padding, next_token_pairs};
 pub use mlp::{Mlp, MlpConfig};
 pub use sampling::top_logits;
 pub use tokenizer::Tokenizer;

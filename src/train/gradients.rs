@@ -16,8 +16,10 @@ use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
 use super::loss::{chunk_positions, labels_tensor};
 use super::step::MicroLoss;
 use crate::data::Batch;
-use crate::error::{Error, Result};
-use crate::model::{AttentionContext, IGNORE_INDEX, LlamaForCausalLM, ids_tensor};
+use crate::error::Result;
+use crate::model::{
+    AttentionContext, LlamaForCausalLM, check_padding, ids_tensor, next_token_pairs,
+};
 
 /// How a training step trades compute for memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,17 +67,8 @@ pub fn batch_gradients<B: AutodiffBackend>(
     let device = model.devices().into_iter().next().unwrap_or_default();
     let ids = ids_tensor::<B>(&batch.ids, &device)?;
     let [rows, seq] = ids.dims();
-    let labels = labels_tensor::<B>(batch, rows, seq, &device)?;
-    if let Some(error) = padding_error(&batch.attention_mask, rows, seq) {
-        return Err(error);
-    }
-    if seq < 2 {
-        let vocab = model.config().vocab_size;
-        return Err(Error::LossShape {
-            logits: [rows, seq, vocab],
-            labels: [rows, seq],
-        });
-    }
+    let labels = labels_tensor::<B>(batch, rows, seq, model.config().vocab_size, &device)?;
+    check_padding(&batch.attention_mask, rows, seq)?;
     let context = model.layer_context(rows, 0, seq, Some(&batch.attention_mask), &device);
     let mut grads = Accumulated::new(model);
 
@@ -89,7 +82,15 @@ pub fn batch_gradients<B: AutodiffBackend>(
         (x.clone(), Trunk::Graph(x))
     };
     let chunk = options.chunk_positions(model.config().vocab_size);
-    let (loss, grad) = head_pieces(model, last_output.detach(), labels, chunk, &mut grads);
+    let tokens = batch.target_tokens();
+    let (loss, grad) = head_pieces(
+        model,
+        last_output.detach(),
+        labels,
+        tokens,
+        chunk,
+        &mut grads,
+    );
     match backward_trunk {
         Trunk::Graph(output) => grads.add(backprop_graph(output, grad)),
         Trunk::Checkpointed { inputs, seeds } => {
@@ -102,16 +103,6 @@ pub fn batch_gradients<B: AutodiffBackend>(
         loss: Tensor::from_inner(loss),
         tokens: batch.target_tokens(),
         grads: Some(grads.finish()),
-    })
-}
-
-/// The attention mask must have the ids' shape; `None` when it does.
-fn padding_error(mask: &[Vec<u32>], batch: usize, seq: usize) -> Option<Error> {
-    let rows: Vec<usize> = mask.iter().map(Vec::len).collect();
-    (rows.len() != batch || rows.iter().any(|&len| len != seq)).then_some(Error::MaskShape {
-        batch,
-        seq,
-        rows,
     })
 }
 
@@ -195,19 +186,15 @@ fn head_pieces<B: AutodiffBackend>(
     model: &LlamaForCausalLM<B>,
     last_output: Tensor<B, 3>,
     labels: Tensor<B, 2, Int>,
+    target_tokens: usize,
     chunk: usize,
     grads: &mut Accumulated<B>,
 ) -> (Tensor<B::InnerBackend, 1>, Tensor<B::InnerBackend, 3>) {
-    let [rows, seq, width] = last_output.dims();
-    let positions = rows * (seq - 1);
     let last_output = last_output.require_grad();
     let normed = model.model.norm.forward(last_output.clone());
-    // Position t predicts token t + 1: the last position predicts nothing.
-    let predicting = normed.narrow(1, 0, seq - 1).reshape([positions, width]);
-    let targets = labels.narrow(1, 1, seq - 1).reshape([positions]);
-    let count = targets.clone().not_equal_elem(IGNORE_INDEX).int().sum();
-    let count: f64 = count.into_scalar().elem();
-    let count = count.max(1.0);
+    let (predicting, targets) = next_token_pairs(normed, labels);
+    let positions = targets.dims()[0];
+    let count = target_tokens.max(1) as f64;
 
     let device = targets.device();
     let mut loss = Tensor::<B::InnerBackend, 1>::zeros([1], &device);

@@ -8,7 +8,7 @@ use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use super::step::MicroLoss;
 use crate::data::Batch;
 use crate::error::{Error, Result};
-use crate::model::{LlamaForCausalLM, ids_tensor};
+use crate::model::{LlamaForCausalLM, ids_tensor, next_token_pairs};
 
 /// The causal LM loss of a padded batch (mean over its target tokens) and how many target
 /// tokens it has: the `loss_of` a [`TrainStep`](super::TrainStep) takes for
@@ -21,7 +21,7 @@ pub fn batch_loss<B: Backend>(model: &LlamaForCausalLM<B>, batch: &Batch) -> Res
     let ids = ids_tensor(&batch.ids, &device)?;
     let [rows, seq] = ids.dims();
     // Checked before the forward pass, which would be wasted on labels that cannot be scored.
-    let labels = labels_tensor::<B>(batch, rows, seq, &device)?;
+    let labels = labels_tensor::<B>(batch, rows, seq, model.config().vocab_size, &device)?;
     let logits = model.forward_masked(ids, Some(&batch.attention_mask))?;
     Ok(MicroLoss::new(
         LlamaForCausalLM::causal_lm_loss(logits, labels)?,
@@ -58,36 +58,28 @@ fn nll_sum<B: Backend>(model: &LlamaForCausalLM<B>, batch: &Batch, chunk: usize)
     let device = model.devices().into_iter().next().unwrap_or_default();
     let ids = ids_tensor(&batch.ids, &device)?;
     let [rows, seq] = ids.dims();
-    let labels = labels_tensor::<B>(batch, rows, seq, &device)?;
-    if seq < 2 {
-        return Err(Error::LossShape {
-            logits: [rows, seq, model.config().vocab_size],
-            labels: [rows, seq],
-        });
-    }
+    let labels = labels_tensor::<B>(batch, rows, seq, model.config().vocab_size, &device)?;
     let hidden = model.final_hidden(ids, Some(&batch.attention_mask))?;
-    let width = hidden.dims()[2];
-    let positions = rows * (seq - 1);
-    let predicting = hidden.narrow(1, 0, seq - 1).reshape([positions, width]);
-    let targets = labels.narrow(1, 1, seq - 1).reshape([positions]);
-    let vocab = model.config().vocab_size;
+    let (predicting, targets) = next_token_pairs(hidden, labels);
+    let positions = targets.dims()[0];
     let mut sum = 0.0;
     for start in (0..positions).step_by(chunk) {
         let len = chunk.min(positions - start);
-        let rows = predicting.clone().narrow(0, start, len).unsqueeze::<3>();
-        let logits = model.head(rows).reshape([len, vocab]);
-        let nll = LlamaForCausalLM::nll_sum(logits, targets.clone().narrow(0, start, len));
+        let rows = predicting.clone().narrow(0, start, len);
+        let nll = model.rows_nll_sum(rows, targets.clone().narrow(0, start, len));
         let nll: f64 = nll.into_scalar().elem();
         sum += nll;
     }
     Ok(sum)
 }
 
-/// The labels as a `[rows, seq]` tensor; rows of another length are [`Error::RaggedBatch`].
+/// The labels as a `[rows, seq]` tensor; rows of another length are [`Error::RaggedBatch`],
+/// and fewer than two positions (nothing to predict) [`Error::LossShape`].
 pub(crate) fn labels_tensor<B: Backend>(
     batch: &Batch,
     rows: usize,
     seq: usize,
+    vocab: usize,
     device: &B::Device,
 ) -> Result<Tensor<B, 2, Int>> {
     if let Some(row) = batch.labels.iter().position(|l| l.len() != seq) {
@@ -96,6 +88,12 @@ pub(crate) fn labels_tensor<B: Backend>(
             row,
             len,
             expected: seq,
+        });
+    }
+    if seq < 2 {
+        return Err(Error::LossShape {
+            logits: [rows, seq, vocab],
+            labels: [rows, seq],
         });
     }
     let flat: Vec<i64> = batch.labels.iter().flatten().copied().collect();
