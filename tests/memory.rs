@@ -309,3 +309,21 @@ fn the_eval_loss_in_chunks_is_the_plain_mean_loss() {
         assert!(common::close(chunked, plain, 1e-6), "{chunked} vs {plain}");
     }
 }
+
+#[test]
+fn a_batch_without_targets_has_a_nan_loss_on_both_routes() {
+    let model = model("models/llama_gqa");
+    let mut batch = batch();
+    for row in &mut batch.labels {
+        row.fill(IGNORE_INDEX);
+    }
+    let plain: f64 = batch_loss(&model, &batch)
+        .unwrap()
+        .loss
+        .into_scalar()
+        .elem();
+    let options = MemoryOptions::default();
+    let micro = batch_gradients(&model, &batch, &options).unwrap();
+    let pieces: f64 = micro.loss.into_scalar().elem();
+    assert!(plain.is_nan() && pieces.is_nan(), "{plain} {pieces}");
+}

@@ -194,7 +194,9 @@ fn head_pieces<B: AutodiffBackend>(
     let normed = model.model.norm.forward(last_output.clone());
     let (predicting, targets) = next_token_pairs(normed, labels);
     let positions = targets.dims()[0];
-    let count = target_tokens.max(1) as f64;
+    // No target at all gives 0 / 0, a NaN loss, as the plain route's mean does: the step
+    // then stops with `NonFiniteLoss` instead of taking a step on nothing.
+    let count = target_tokens as f64;
 
     let device = targets.device();
     let mut loss = Tensor::<B::InnerBackend, 1>::zeros([1], &device);
