@@ -97,6 +97,7 @@ fn transformers(python: &str, dir: &Path) -> Option<(f64, f64)> {
 }
 
 fn main() {
+    burn_spectrum::backend::retain_freed_memory();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/models/SmolLM2-135M-Instruct");
     if !dir.join("tokenizer.json").exists() {
         eprintln!("{} is missing: run ./scripts/get_smollm2.sh", dir.display());

@@ -277,6 +277,7 @@ fn write_llama_1b(dir: &Path) {
 }
 
 fn main() {
+    burn_spectrum::backend::retain_freed_memory();
     if let Ok(index) = std::env::var("TRAIN_MEMORY_CASE") {
         child(index.parse().expect("a case index"));
         return;

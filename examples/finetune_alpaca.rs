@@ -49,6 +49,7 @@ struct Cli {
 }
 
 fn main() {
+    burn_spectrum::backend::retain_freed_memory();
     let cli = Cli::try_parse().unwrap_or_else(|e| {
         let _ = e.print();
         std::process::exit(if e.use_stderr() { 1 } else { 0 })

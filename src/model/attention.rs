@@ -2,10 +2,10 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::{Bool, Tensor, activation::softmax, backend::Backend};
+use burn::tensor::{Bool, Tensor, backend::Backend};
 
 use super::cache::KvCache;
-use crate::nn::RopeTables;
+use crate::nn::{RopeTables, masked_softmax};
 use crate::nn::{Projection, ProjectionConfig};
 
 /// The widths of an [`Attention`] block.
@@ -91,14 +91,14 @@ impl<B: Backend> Attention<B> {
         let groups = self.heads / self.kv_heads;
         let q = q.reshape([batch, self.kv_heads, groups * seq, self.head_dim]);
         let scale = (self.head_dim as f64).sqrt().recip();
-        let scores = q.matmul(k.swap_dims(2, 3)) * scale;
+        let scores = q.matmul(k.swap_dims(2, 3));
         let mask = context
             .mask
             .clone()
             .reshape([batch, self.kv_heads, groups * seq, keys]);
-        // -inf, not transformers' most negative finite value: exp then takes its fast path
-        // (no row is fully masked, see `attention_mask`), and the weights are the same.
-        let weights = softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3);
+        // Hidden keys at -inf, not transformers' most negative finite value: no row is fully
+        // hidden (see `attention_mask`), and the weights are the same.
+        let weights = masked_softmax(scores, mask, scale);
         let out = weights
             .matmul(v)
             .reshape([batch, self.heads, seq, self.head_dim])

@@ -2,7 +2,7 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
-use burn::tensor::{Int, Tensor, TensorData, activation::log_softmax, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use super::attention::{AttentionConfig, AttentionContext};
 use super::cache::KvCache;
@@ -305,12 +305,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// # Shapes
     /// - logits: `[positions, vocab]`, targets: `[positions]`; returns `[1]`.
     pub(crate) fn nll_sum(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
-        let [positions] = targets.dims();
-        let targets = targets.reshape([positions, 1]);
-        let keep = targets.clone().not_equal_elem(IGNORE_INDEX);
-        let safe_targets = targets.mask_fill(keep.clone().bool_not(), 0);
-        let picked = log_softmax(logits, 1).gather(1, safe_targets);
-        -(picked * keep.float()).sum()
+        crate::nn::nll_sum(logits, targets, IGNORE_INDEX)
     }
 }
 

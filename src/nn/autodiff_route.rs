@@ -21,3 +21,12 @@ pub(crate) fn same_type<T: 'static, U: 'static>(value: T) -> Option<U> {
     let boxed: Box<dyn Any> = Box::new(value);
     boxed.downcast().ok().map(|b| *b)
 }
+
+/// `value` as a `U` when `T` is `U`, else `value` back.
+pub(crate) fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
+    if TypeId::of::<T>() == TypeId::of::<U>() {
+        Ok(same_type(value).expect("T is U"))
+    } else {
+        Err(value)
+    }
+}

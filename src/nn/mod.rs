@@ -1,14 +1,18 @@
 //! Building blocks shared by the model and by PEFT: the projection (a dense or NF4 base
-//! weight, optionally with a LoRA adapter), the LoRA adapter, the NF4 weight, RMSNorm, RoPE and
-//! attention masks; and reading a module tree's parameters by path.
+//! weight, optionally with a LoRA adapter), the LoRA adapter, the NF4 weight, RMSNorm, RoPE,
+//! attention masks and the fused loss; and reading a module tree's parameters by path.
 
 mod autodiff_route;
+#[cfg(feature = "flex")]
+mod flex_tensor;
 mod layout;
 mod lora_adapter;
 mod mask;
+mod masked_softmax;
 pub(crate) mod nf4;
 mod nf4_linear;
 mod nf4_weight;
+mod nll;
 mod params;
 mod projection;
 mod rms_norm;
@@ -18,7 +22,9 @@ mod swiglu;
 pub(crate) use layout::transpose;
 pub use lora_adapter::{LoraAdapter, LoraAdapterConfig};
 pub(crate) use mask::attention_mask;
+pub(crate) use masked_softmax::masked_softmax;
 pub use nf4_weight::Nf4Weight;
+pub(crate) use nll::nll_sum;
 pub use params::{ParamEntry, float_params};
 pub(crate) use params::{f32_values, float_params_f32};
 pub use projection::{Projection, ProjectionConfig};

@@ -48,6 +48,14 @@ pub struct Projection<B: Backend> {
     dims: [usize; 2],
 }
 
+/// `x @ weight` with the batch and sequence axes as one: the weight's gradient is then one
+/// `[in, tokens] x [tokens, out]` product instead of one per sequence and a sum over them.
+fn dense_linear<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 2>) -> Tensor<B, 3> {
+    let [batch, seq, d_in] = x.dims();
+    let d_out = weight.dims()[1];
+    linear(x.reshape([batch * seq, d_in]), weight, None).reshape([batch, seq, d_out])
+}
+
 impl<B: Backend> Projection<B> {
     /// From a weight in Burn's layout.
     ///
@@ -109,7 +117,7 @@ impl<B: Backend> Projection<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let base = match &self.nf4 {
             Some(nf4) => nf4_linear(x.clone(), nf4),
-            None => linear(x.clone(), self.base_weight(), None),
+            None => dense_linear(x.clone(), self.base_weight()),
         };
         match &self.lora {
             Some(lora) => base + lora.forward(x),

@@ -118,6 +118,7 @@ fn percent() -> clap::builder::RangedI64ValueParser<u32> {
 }
 
 fn main() -> ExitCode {
+    burn_spectrum::backend::retain_freed_memory();
     // Usage errors exit with 1, as every other bad input does; help and version with 0.
     let cli = Cli::try_parse().unwrap_or_else(|e| {
         let _ = e.print();
