@@ -209,7 +209,10 @@ fn main() {
     let mut peers: Vec<Option<String>> = vec![None; count];
     let seconds = |l: &str| l.split(' ').nth(1).and_then(|v| v.parse::<f64>().ok());
     let keep_faster = |slot: &mut Option<String>, line: String| {
-        if slot.as_deref().is_none_or(|old| seconds(&line) < seconds(old)) {
+        if slot
+            .as_deref()
+            .is_none_or(|old| seconds(&line) < seconds(old))
+        {
             *slot = Some(line);
         }
     };
@@ -233,7 +236,12 @@ fn main() {
 const PEER_METHODS: [&str; 3] = ["full", "spectrum-25", "lora"];
 
 /// Runs the PyTorch peer for `method`; its line `method seconds peak_mib first_loss`.
-fn peer(python: &str, model: &std::path::Path, method: &str, batch_json: &std::path::Path) -> String {
+fn peer(
+    python: &str,
+    model: &std::path::Path,
+    method: &str,
+    batch_json: &std::path::Path,
+) -> String {
     let script = root().join("scripts/bench_train_step.py");
     let trainable = work_dir().join(format!("{method}.trainable.txt"));
     let output = Command::new(python)
@@ -261,7 +269,15 @@ fn report_peer(rows: &[String], peers: &[Option<String>]) {
     println!("ours (flex) against PyTorch 2 threads + transformers + PEFT, same run:");
     println!(
         "{:<14} {:>9} {:>9} {:>7} {:>10} {:>10} {:>7} {:>11} {:>11}",
-        "method", "ours s", "torch s", "ratio", "ours MiB", "torch MiB", "ratio", "ours loss", "torch loss"
+        "method",
+        "ours s",
+        "torch s",
+        "ratio",
+        "ours MiB",
+        "torch MiB",
+        "ratio",
+        "ours loss",
+        "torch loss"
     );
     for (row, peer) in rows.iter().zip(peers) {
         let Some(peer) = peer else { continue };

@@ -5,8 +5,8 @@ use burn::module::Module;
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
 use super::cache::KvCache;
-use crate::nn::{RopeTables, masked_softmax};
 use crate::nn::{Projection, ProjectionConfig};
+use crate::nn::{RopeTables, masked_softmax};
 
 /// The widths of an [`Attention`] block.
 #[derive(Config, Debug)]

@@ -46,7 +46,7 @@ mod flex {
     use burn_flex::FlexTensor;
     use rayon::prelude::*;
 
-    use crate::nn::autodiff_route::cast;
+    use crate::nn::autodiff_route::{cast, same_type};
     use crate::nn::flex_tensor::{bools, contiguous, from_values, primitive, values};
 
     type Inputs<B> = (Tensor<B, 4>, Tensor<B, 4, Bool>);
@@ -60,20 +60,23 @@ mod flex {
         let shape = scores.dims();
         let scores = match cast::<_, Tensor<Flex, 4>>(scores) {
             Ok(scores) => {
-                let hidden = bools(cast::<_, Tensor<Flex, 4, Bool>>(hidden).ok().expect("B is Flex"));
+                let hidden: Tensor<Flex, 4, Bool> = same_type(hidden).expect("B is Flex");
+                let hidden = bools(hidden);
                 let weights = forward(&primitive(scores), &hidden, scale, shape);
                 let weights = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(weights));
-                return Ok(cast(weights).ok().expect("B is Flex"));
+                return Ok(same_type(weights).expect("B is Flex"));
             }
             Err(scores) => scores,
         };
         match cast::<_, Tensor<Autodiff<Flex>, 4>>(scores) {
             Ok(scores) => {
                 let hidden: Tensor<Autodiff<Flex>, 4, Bool> =
-                    cast(hidden).ok().expect("B is Autodiff<Flex>");
-                let hidden = bools(Tensor::<Flex, 4, Bool>::from_primitive(hidden.into_primitive()));
+                    same_type(hidden).expect("B is Autodiff<Flex>");
+                let hidden = bools(Tensor::<Flex, 4, Bool>::from_primitive(
+                    hidden.into_primitive(),
+                ));
                 let weights = autodiff_masked_softmax(scores, &hidden, scale);
-                Ok(cast(weights).ok().expect("B is Autodiff<Flex>"))
+                Ok(same_type(weights).expect("B is Autodiff<Flex>"))
             }
             Err(scores) => Err((scores, hidden)),
         }
@@ -195,7 +198,9 @@ mod tests {
         let run = |f: fn(Tensor<A, 4>, Tensor<A, 4, Bool>, f64) -> Tensor<A, 4>| {
             let x = Tensor::<A, 4>::from_inner(scores.clone()).require_grad();
             let y = f(x.clone(), causal(&device), 0.125);
-            let grads = (y.clone() * Tensor::from_inner(upstream.clone())).sum().backward();
+            let grads = (y.clone() * Tensor::from_inner(upstream.clone()))
+                .sum()
+                .backward();
             (y.inner(), x.grad(&grads).unwrap())
         };
         let (y, grad) = run(masked_softmax);
@@ -212,7 +217,10 @@ mod tests {
         let plain = Tensor::<Flex, 4>::zeros([2, 3, 4, 4], &device);
         let y = super::flex::masked_softmax(plain.clone(), causal(&device), 1.0);
         let want = composed_masked_softmax(plain.clone(), causal(&device), 1.0);
-        assert!(max_relative(y.ok().expect("the one-pass route"), want) <= 1e-6);
+        let Ok(y) = y else {
+            panic!("the one-pass route")
+        };
+        assert!(max_relative(y, want) <= 1e-6);
         let tracked = Tensor::<A, 4>::from_inner(plain);
         assert!(super::flex::masked_softmax(tracked, causal(&device), 1.0).is_ok());
     }
