@@ -56,10 +56,8 @@ pub struct Attention<B: Backend> {
 
 /// What the attention of one layer needs besides its input.
 pub(crate) struct AttentionContext<B: Backend> {
-    /// Rotations of the queries, `[batch, heads, seq, head_dim]`.
-    pub(crate) rope_q: RopeTables<B>,
-    /// Rotations of the keys, `[batch, kv_heads, seq, head_dim]`.
-    pub(crate) rope_k: RopeTables<B>,
+    /// Rotations of the queries and keys by position.
+    pub(crate) rope: RopeTables<B>,
     /// `[batch, heads, queries, keys]`, `true` where attention is forbidden.
     pub(crate) mask: Tensor<B, 4, Bool>,
 }
@@ -74,11 +72,16 @@ impl<B: Backend> Attention<B> {
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
-        let q = self.split_heads(self.q_proj.forward(x.clone()), self.heads);
-        let k = self.split_heads(self.k_proj.forward(x.clone()), self.kv_heads);
-        let v = self.split_heads(self.v_proj.forward(x), self.kv_heads);
-        let q = context.rope_q.apply(q);
-        let k = context.rope_k.apply(k);
+        // The rotation also moves heads before positions (`[batch, heads, seq, head_dim]`).
+        let q = context
+            .rope
+            .apply(self.heads_last(self.q_proj.forward(x.clone()), self.heads));
+        let k = context
+            .rope
+            .apply(self.heads_last(self.k_proj.forward(x.clone()), self.kv_heads));
+        let v = self
+            .heads_last(self.v_proj.forward(x), self.kv_heads)
+            .swap_dims(1, 2);
         let (k, v) = match cache {
             Some((cache, layer)) => cache.extend(layer, k, v),
             None => (k, v),
@@ -107,10 +110,9 @@ impl<B: Backend> Attention<B> {
             .forward(out.reshape([batch, seq, self.heads * self.head_dim]))
     }
 
-    /// `[batch, seq, heads * head_dim] -> [batch, heads, seq, head_dim]`
-    fn split_heads(&self, x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+    /// `[batch, seq, heads * head_dim] -> [batch, seq, heads, head_dim]`
+    fn heads_last(&self, x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
         let [batch, seq, _] = x.dims();
         x.reshape([batch, seq, heads, self.head_dim])
-            .swap_dims(1, 2)
     }
 }

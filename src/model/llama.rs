@@ -222,12 +222,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
     ) -> AttentionContext<B> {
         let c = &self.config;
         AttentionContext {
-            rope_q: self
-                .rope
-                .tables([batch, c.num_attention_heads, start, seq], device),
-            rope_k: self
-                .rope
-                .tables([batch, c.num_key_value_heads, start, seq], device),
+            rope: self.rope.tables(start, seq, device),
             mask: attention_mask(
                 batch,
                 c.num_attention_heads,

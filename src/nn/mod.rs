@@ -17,6 +17,8 @@ mod params;
 mod projection;
 mod rms_norm;
 mod rope;
+#[cfg(feature = "flex")]
+mod rope_op;
 mod swiglu;
 
 pub(crate) use layout::transpose;

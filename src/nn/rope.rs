@@ -89,44 +89,62 @@ impl Rope {
         }
     }
 
-    /// Tables for `heads` heads of `batch` rows holding positions `start..start + seq`.
-    ///
-    /// They are materialised at full shape, once per forward pass and shared by all layers,
-    /// because broadcasting element-wise ops are several times slower on the CPU backend.
+    /// Tables for positions `start..start + seq`, shared by all layers of a forward pass.
     pub(crate) fn tables<B: Backend>(
         &self,
-        [batch, heads, start, seq]: [usize; 4],
+        start: usize,
+        seq: usize,
         device: &B::Device,
     ) -> RopeTables<B> {
         let head_dim = 2 * self.inv_freq.len();
         let (cos, sin) = cos_sin(&self.inv_freq, start, seq);
-        let full = |plane: Vec<f32>| {
-            let values = plane.repeat(batch * heads);
-            Tensor::from_data(
-                TensorData::new(values, [batch, heads, seq, head_dim]),
-                device,
-            )
-        };
+        let table =
+            |values: Vec<f32>| Tensor::from_data(TensorData::new(values, [seq, head_dim]), device);
         RopeTables {
-            cos: full(cos),
-            sin: full(sin),
+            cos: table(cos),
+            sin: table(sin),
         }
     }
 }
 
-/// Cosines and sines for one shape of queries or keys, `[batch, heads, seq, head_dim]`.
+/// Cosines and sines of positions, `[seq, head_dim]`.
 #[derive(Clone, Debug)]
 pub(crate) struct RopeTables<B: Backend> {
-    cos: Tensor<B, 4>,
-    sin: Tensor<B, 4>,
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
 }
 
 impl<B: Backend> RopeTables<B> {
-    /// Rotates `x`, `[batch, heads, seq, head_dim]` like the tables, returned in that shape.
+    /// Rotates `x` and moves heads before positions, as attention wants them.
+    ///
+    /// # Shapes
+    /// - x: `[batch, seq, heads, head_dim]`; returns `[batch, heads, seq, head_dim]`.
     pub(crate) fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let rotated = rotate_half(x.clone());
-        x * self.cos.clone() + rotated * self.sin.clone()
+        #[cfg(feature = "flex")]
+        let x = match super::rope_op::rope(x, &self.cos, &self.sin) {
+            Ok(rotated) => return rotated,
+            Err(x) => x,
+        };
+        composed_rope(x, self.cos.clone(), self.sin.clone())
     }
+
+    /// The cosine and sine tables.
+    #[cfg(test)]
+    pub(crate) fn parts(&self) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        (self.cos.clone(), self.sin.clone())
+    }
+}
+
+/// Burn's ops one after the other (the tables broadcast over batch and heads): the route of
+/// the GPU backends, and the reference the CPU route is tested against.
+pub(crate) fn composed_rope<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+) -> Tensor<B, 4> {
+    let x = x.swap_dims(1, 2);
+    let rotated = rotate_half(x.clone());
+    x * cos.unsqueeze::<4>() + rotated * sin.unsqueeze::<4>()
 }
 
 /// `cat(-x2, x1)` over the last axis.
