@@ -2,9 +2,9 @@
 //! weight, optionally with a LoRA adapter), the LoRA adapter, the NF4 weight, RMSNorm, RoPE,
 //! attention masks and the fused loss; and reading a module tree's parameters by path.
 
-mod autodiff_route;
+pub(crate) mod autodiff_route;
 #[cfg(feature = "flex")]
-mod flex_tensor;
+pub(crate) mod flex_tensor;
 mod layout;
 mod lora_adapter;
 mod mask;

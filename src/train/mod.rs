@@ -1,6 +1,7 @@
 //! Training: [`TrainStep`] updates only the trainable parameters of any Burn module, with
 //! gradient accumulation, global-norm clipping, AdamW and a warmup + cosine schedule.
 
+mod adamw;
 mod args;
 mod checkpoint;
 mod estimate;

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+
+use super::adamw::FusedAdamW;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 
@@ -118,7 +120,7 @@ impl<B: Backend> MicroLoss<B> {
 /// The trainable set can change between steps ([`TrainStep::retarget`]), and each parameter
 /// can have its own learning-rate multiplier ([`TrainStep::set_lr_scales`]).
 pub struct TrainStep<B: AutodiffBackend, M: AutodiffModule<B>> {
-    optimizer: OptimizerAdaptor<AdamW, M, B>,
+    optimizer: OptimizerAdaptor<FusedAdamW, M, B>,
     trainable: Vec<ParamId>,
     /// Every parameter trained so far, the current ones included: what a checkpoint saves.
     trained: HashSet<ParamId>,
@@ -205,7 +207,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
     /// The optimizer's state, for checkpoints.
     pub(crate) fn optimizer_record(
         &self,
-    ) -> <OptimizerAdaptor<AdamW, M, B> as Optimizer<M, B>>::Record {
+    ) -> <OptimizerAdaptor<FusedAdamW, M, B> as Optimizer<M, B>>::Record {
         self.optimizer.to_record()
     }
 
@@ -215,7 +217,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
     pub(crate) fn restored(
         mut self,
         model: &M,
-        record: <OptimizerAdaptor<AdamW, M, B> as Optimizer<M, B>>::Record,
+        record: <OptimizerAdaptor<FusedAdamW, M, B> as Optimizer<M, B>>::Record,
         steps_done: usize,
         trained: HashSet<ParamId>,
         lr_scales: HashMap<ParamId, f64>,
@@ -322,13 +324,14 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
 
 fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
     config: &TrainConfig,
-) -> OptimizerAdaptor<AdamW, M, B> {
-    AdamWConfig::new()
-        .with_beta_1(config.beta_1 as f32)
-        .with_beta_2(config.beta_2 as f32)
-        .with_epsilon(config.epsilon as f32)
-        .with_weight_decay(config.weight_decay as f32)
-        .init()
+) -> OptimizerAdaptor<FusedAdamW, M, B> {
+    FusedAdamW::new(
+        config.beta_1 as f32,
+        config.beta_2 as f32,
+        config.epsilon as f32,
+        config.weight_decay as f32,
+    )
+    .adaptor()
 }
 
 /// The backend seed of step `step`: distinct per step, the same on every run.
