@@ -40,9 +40,20 @@ pub(crate) fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Ten
     Tensor::from_primitive(TensorPrimitive::Float(primitive))
 }
 
-/// A bool tensor's values in row-major order.
-pub(crate) fn bools<const D: usize>(mask: Tensor<Flex, D, Bool>) -> Vec<bool> {
-    mask.into_data().iter::<bool>().collect()
+/// A bool tensor's primitive, contiguous from its first byte (one byte per value).
+pub(crate) fn bool_primitive<const D: usize>(mask: Tensor<Flex, D, Bool>) -> FlexTensor {
+    let mask = mask.into_primitive();
+    let count = mask.layout().num_elements();
+    if mask.layout().contiguous_offsets() == Some((0, count)) {
+        mask
+    } else {
+        mask.to_contiguous()
+    }
+}
+
+/// A bool tensor's values (from [`bool_primitive`]): non-zero bytes are `true`.
+pub(crate) fn bool_bytes(mask: &FlexTensor) -> &[u8] {
+    &mask.bytes()[..mask.layout().num_elements()]
 }
 
 /// The one value of a `[1]` gradient.

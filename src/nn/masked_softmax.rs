@@ -47,7 +47,9 @@ mod flex {
     use rayon::prelude::*;
 
     use crate::nn::autodiff_route::{cast, same_type};
-    use crate::nn::flex_tensor::{bools, contiguous, from_values, primitive, values};
+    use crate::nn::flex_tensor::{
+        bool_bytes, bool_primitive, contiguous, from_values, primitive, values,
+    };
 
     type Inputs<B> = (Tensor<B, 4>, Tensor<B, 4, Bool>);
 
@@ -61,8 +63,8 @@ mod flex {
         let scores = match cast::<_, Tensor<Flex, 4>>(scores) {
             Ok(scores) => {
                 let hidden: Tensor<Flex, 4, Bool> = same_type(hidden).expect("B is Flex");
-                let hidden = bools(hidden);
-                let weights = forward(&primitive(scores), &hidden, scale, shape);
+                let hidden = bool_primitive(hidden);
+                let weights = forward(&primitive(scores), bool_bytes(&hidden), scale, shape);
                 let weights = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(weights));
                 return Ok(same_type(weights).expect("B is Flex"));
             }
@@ -72,17 +74,17 @@ mod flex {
             Ok(scores) => {
                 let hidden: Tensor<Autodiff<Flex>, 4, Bool> =
                     same_type(hidden).expect("B is Autodiff<Flex>");
-                let hidden = bools(Tensor::<Flex, 4, Bool>::from_primitive(
+                let hidden = bool_primitive(Tensor::<Flex, 4, Bool>::from_primitive(
                     hidden.into_primitive(),
                 ));
-                let weights = autodiff_masked_softmax(scores, &hidden, scale);
+                let weights = autodiff_masked_softmax(scores, bool_bytes(&hidden), scale);
                 Ok(same_type(weights).expect("B is Autodiff<Flex>"))
             }
             Err(scores) => Err((scores, hidden)),
         }
     }
 
-    fn forward(scores: &FlexTensor, hidden: &[bool], scale: f64, shape: [usize; 4]) -> FlexTensor {
+    fn forward(scores: &FlexTensor, hidden: &[u8], scale: f64, shape: [usize; 4]) -> FlexTensor {
         let scores = values(scores);
         let keys = shape[3].max(1);
         let scale = scale as f32;
@@ -92,7 +94,7 @@ mod flex {
             .for_each(|(out, (row, hidden))| {
                 let mut max = f32::NEG_INFINITY;
                 for ((o, &x), &h) in out.iter_mut().zip(row).zip(hidden) {
-                    *o = if h { f32::NEG_INFINITY } else { x * scale };
+                    *o = if h != 0 { f32::NEG_INFINITY } else { x * scale };
                     max = max.max(*o);
                 }
                 if max == f32::NEG_INFINITY {
@@ -112,7 +114,7 @@ mod flex {
 
     fn autodiff_masked_softmax(
         scores: Tensor<Autodiff<Flex>, 4>,
-        hidden: &[bool],
+        hidden: &[u8],
         scale: f64,
     ) -> Tensor<Autodiff<Flex>, 4> {
         let shape = scores.dims();
