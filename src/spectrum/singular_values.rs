@@ -1,6 +1,6 @@
 //! Singular values of a row-major f32 matrix, with faer.
 
-use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::{evd, svd};
 use faer::{Accum, Mat, MatRef, Par};
 
@@ -85,11 +85,15 @@ fn gram_values(a: MatRef<'_, f32>, par: Par) -> Option<Vec<f32>> {
     for start in (0..long).step_by(GRAM_BLOCK) {
         let width = GRAM_BLOCK.min(long - start);
         let block = Mat::<f64>::from_fn(short, width, |i, j| v[(i, start + j)] as f64);
-        matmul(
+        // The lower triangle only (half the products): the eigen-solver reads no more.
+        triangular::matmul(
             gram.as_mut(),
+            BlockStructure::TriangularLower,
             Accum::Add,
             block.as_ref(),
+            BlockStructure::Rectangular,
             block.transpose(),
+            BlockStructure::Rectangular,
             1.0,
             par,
         );
