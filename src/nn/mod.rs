@@ -16,6 +16,8 @@ mod nll;
 mod params;
 mod projection;
 mod rms_norm;
+#[cfg(feature = "flex")]
+mod rms_norm_op;
 mod rope;
 #[cfg(feature = "flex")]
 mod rope_op;
