@@ -5,6 +5,7 @@
 pub(crate) mod autodiff_route;
 #[cfg(feature = "flex")]
 pub(crate) mod flex_tensor;
+pub(crate) mod in_place;
 mod layout;
 mod lora_adapter;
 mod mask;

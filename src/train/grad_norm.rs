@@ -3,7 +3,9 @@
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::{ElementConversion, Tensor, backend::AutodiffBackend};
+use burn::tensor::{Tensor, backend::AutodiffBackend};
+
+use crate::nn::in_place::{scale, squared_sum};
 
 /// `sqrt(sum over gradients of sum(g^2))`, in f64.
 pub fn global_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
@@ -57,8 +59,7 @@ struct SquaredNorm<'a, B> {
 impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(grad) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let squares: f64 = grad.square().sum().into_scalar().elem();
-            self.sum += squares;
+            self.sum += squared_sum(&grad);
         }
     }
 }
@@ -72,7 +73,7 @@ struct Scale<'a, B> {
 impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            self.grads.register(param.id, grad * self.factor);
+            self.grads.register(param.id, scale(grad, self.factor));
         }
     }
 }

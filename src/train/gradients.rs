@@ -8,8 +8,8 @@
 //! back-propagated from `sum(output * grad_output)`, whose gradient is exactly `grad_output`.
 //! The gradients are those of one graph over the whole batch (summation order aside).
 
-use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
 
@@ -20,6 +20,7 @@ use crate::error::Result;
 use crate::model::{
     AttentionContext, LlamaForCausalLM, check_padding, ids_tensor, next_token_pairs,
 };
+use crate::nn::in_place::add_into;
 
 /// How a training step trades compute for memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,23 +247,52 @@ fn backprop_graph<B: AutodiffBackend, const D: usize>(
 /// embedding is, gets both).
 struct Accumulated<'a, B: AutodiffBackend> {
     model: &'a LlamaForCausalLM<B>,
-    sum: GradientsAccumulator<LlamaForCausalLM<B>>,
+    sum: Option<GradientsParams>,
 }
 
 impl<'a, B: AutodiffBackend> Accumulated<'a, B> {
     fn new(model: &'a LlamaForCausalLM<B>) -> Self {
-        Accumulated {
-            model,
-            sum: GradientsAccumulator::new(),
-        }
+        Accumulated { model, sum: None }
     }
 
+    /// Adds the gradients of one backward pass, each into the sum's tensor (in place).
     fn add(&mut self, grads: B::Gradients) {
-        let params = GradientsParams::from_grads(grads, self.model);
-        self.sum.accumulate(self.model, params);
+        let mut new = GradientsParams::from_grads(grads, self.model);
+        let sum = match self.sum.take() {
+            None => new,
+            Some(mut sum) => {
+                self.model.visit(&mut AddInto::<B> {
+                    sum: &mut sum,
+                    new: &mut new,
+                    _backend: std::marker::PhantomData,
+                });
+                sum
+            }
+        };
+        self.sum = Some(sum);
     }
 
-    fn finish(mut self) -> GradientsParams {
-        self.sum.grads()
+    fn finish(self) -> GradientsParams {
+        self.sum.unwrap_or_default()
+    }
+}
+
+/// Moves each gradient of `new` into `sum`, added to the one there.
+struct AddInto<'a, B> {
+    sum: &'a mut GradientsParams,
+    new: &'a mut GradientsParams,
+    _backend: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for AddInto<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let Some(term) = self.new.remove::<B::InnerBackend, D>(param.id) else {
+            return;
+        };
+        let sum = match self.sum.remove::<B::InnerBackend, D>(param.id) {
+            Some(sum) => add_into(sum, term),
+            None => term,
+        };
+        self.sum.register(param.id, sum);
     }
 }
