@@ -84,8 +84,9 @@ impl<B: Backend> LoraAdapter<B> {
     /// - x: `[..., in]`; returns `[..., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let x = self.dropout.forward(x);
-        let low = linear(x, self.lora_a.val(), None);
-        linear(low, self.lora_b.val(), None) * self.scaling
+        // The scaling on the rank-r product: `r` values per token to scale instead of `out`.
+        let low = linear(x, self.lora_a.val(), None) * self.scaling;
+        linear(low, self.lora_b.val(), None)
     }
 
     /// `scaling * A @ B`, `[in, out]`: the change merging makes to the base weight.

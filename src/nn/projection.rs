@@ -120,7 +120,12 @@ impl<B: Backend> Projection<B> {
             None => dense_linear(x.clone(), self.base_weight()),
         };
         match &self.lora {
-            Some(lora) => base + lora.forward(x),
+            Some(lora) => {
+                // As one 2-D product each (see `dense_linear`).
+                let [batch, seq, d_in] = x.dims();
+                let update = lora.forward(x.reshape([batch * seq, d_in]));
+                base + update.reshape([batch, seq, self.dims[1]])
+            }
             None => base,
         }
     }
