@@ -110,7 +110,7 @@ fn report(name: &str, largest_f32_mb: f64, model: &Path, python: &str, work: &Pa
         Some(torch) => {
             let (worst, same) = compare(&ours_dir.join("snr_results_bench.json"), &ref_json);
             println!(
-                "torch 1.13 (2 threads):    {:8.2} s, peak RSS {:7.0} MiB",
+                "torch (2 threads):         {:8.2} s, peak RSS {:7.0} MiB",
                 torch.seconds, torch.peak_rss_mb
             );
             println!(
