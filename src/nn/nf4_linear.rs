@@ -172,6 +172,21 @@ mod tests {
     }
 
     #[test]
+    fn the_cpu_dequantization_equals_the_composed_one_bit_for_bit() {
+        let w = weight::<Flex>(96, 128);
+        let absmax = w.absmax();
+        for (start, rows) in [(0, 96), (32, 16), (95, 1)] {
+            let cpu = w.dequantize_row_block(&absmax, start, rows);
+            let composed = w.composed_row_block(&absmax, start, rows);
+            assert_eq!(
+                cpu.into_data(),
+                composed.into_data(),
+                "rows {start}..+{rows}"
+            );
+        }
+    }
+
+    #[test]
     fn the_recomputing_route_runs_on_autodiff_only() {
         let x = Tensor::<A, 3>::zeros([1, 2, 128], &Default::default());
         assert!(recomputing::<A, Flex>(&x, &weight::<A>(64, 128)).is_some());

@@ -133,6 +133,23 @@ impl<B: Backend> Nf4Weight<B> {
     ) -> Tensor<B, 2> {
         let [_, inp] = self.shape;
         let (first, n) = (start * inp, rows * inp);
+        #[cfg(feature = "flex")]
+        if let Some(values) = flex::dequantize(&self.codes, absmax, first, n) {
+            return values.reshape([rows, inp]);
+        }
+        self.composed_row_block(absmax, start, rows)
+    }
+
+    /// [`Nf4Weight::dequantize_row_block`] from Burn's ops: the route of the GPU backends, and
+    /// the reference the CPU route is tested against.
+    pub(crate) fn composed_row_block(
+        &self,
+        absmax: &Tensor<B, 1>,
+        start: usize,
+        rows: usize,
+    ) -> Tensor<B, 2> {
+        let [_, inp] = self.shape;
+        let (first, n) = (start * inp, rows * inp);
         let blocks = n / NF4_BLOCK;
         let device = self.codes.device();
         let words = self.codes.clone().narrow(0, first / 8, n.div_ceil(8));
@@ -183,4 +200,63 @@ fn unpack<B: Backend>(words: Tensor<B, 1, Int>, shifts: &[i64], mask: i64) -> Te
         })
         .collect();
     Tensor::stack::<2>(fields, 1).reshape([n * shifts.len()])
+}
+
+/// Dequantization on the CPU backend in one pass, values in parallel: the composed route
+/// (shifts and masks per nibble, a stack, a codebook gather, a product) makes about twenty.
+#[cfg(feature = "flex")]
+mod flex {
+    use burn::backend::Flex;
+    use burn::tensor::{DType, Int, Tensor, backend::Backend};
+    use rayon::prelude::*;
+
+    use super::{CODE_SHIFTS, NF4_BLOCK, NF4_CODE};
+    use crate::nn::autodiff_route::cast;
+    use crate::nn::flex_tensor::{primitive, tensor, values};
+
+    /// Values `first..first + n` (multiples of one NF4 block) as f32, `[n]`; `None` off `Flex`.
+    pub(super) fn dequantize<B: Backend>(
+        codes: &Tensor<B, 1, Int>,
+        absmax: &Tensor<B, 1>,
+        first: usize,
+        n: usize,
+    ) -> Option<Tensor<B, 1>> {
+        let codes: Tensor<Flex, 1, Int> = cast(codes.clone()).ok()?;
+        let absmax: Tensor<Flex, 1> = cast(absmax.clone()).ok()?;
+        let codes = codes.into_primitive();
+        let codes = if codes.is_contiguous() {
+            codes
+        } else {
+            codes.to_contiguous()
+        };
+        let absmax = primitive(absmax);
+        let out = match codes.dtype() {
+            DType::I64 => fill(codes.as_slice::<i64>()?, values(&absmax), first, n),
+            DType::I32 => fill(codes.as_slice::<i32>()?, values(&absmax), first, n),
+            _ => return None,
+        };
+        cast(tensor(out, [n])).ok()
+    }
+
+    /// Each value is its nibble's code times its block's absmax.
+    fn fill<W: Copy + Into<i64> + Sync>(
+        words: &[W],
+        absmax: &[f32],
+        first: usize,
+        n: usize,
+    ) -> Vec<f32> {
+        let mut out = vec![0.0f32; n];
+        out.par_chunks_mut(NF4_BLOCK)
+            .enumerate()
+            .for_each(|(block, out)| {
+                let start = first + block * NF4_BLOCK;
+                let scale = absmax[start / NF4_BLOCK];
+                for (k, o) in out.iter_mut().enumerate() {
+                    let j = start + k;
+                    let code = (words[j / 8].into() >> CODE_SHIFTS[j % 8]) & 0xF;
+                    *o = NF4_CODE[code as usize] * scale;
+                }
+            });
+        out
+    }
 }
