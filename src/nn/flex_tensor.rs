@@ -17,6 +17,19 @@ pub(crate) fn contiguous(tensor: FlexTensor) -> FlexTensor {
     }
 }
 
+/// A contiguous tensor whose storage is exactly its values, so that it can be written in
+/// place (copy-on-write if shared); copied when its storage is a larger buffer or a view.
+pub(crate) fn writable(tensor: FlexTensor) -> FlexTensor {
+    let count = tensor.layout().num_elements();
+    let exact = tensor.layout().contiguous_offsets() == Some((0, count))
+        && tensor.bytes().len() == count * 4;
+    if exact {
+        tensor
+    } else {
+        contiguous(tensor.to_contiguous())
+    }
+}
+
 /// A float tensor's primitive, contiguous.
 pub(crate) fn primitive<const D: usize>(tensor: Tensor<Flex, D>) -> FlexTensor {
     contiguous(tensor.into_primitive().tensor())

@@ -48,22 +48,10 @@ mod flex {
     use rayon::prelude::*;
 
     use crate::nn::autodiff_route::{cast, same_type};
-    use crate::nn::flex_tensor::{contiguous, primitive, values};
+    use crate::nn::flex_tensor::{primitive, values, writable};
 
     /// Values per parallel task.
     const CHUNK: usize = 1 << 16;
-
-    /// A contiguous tensor whose storage is exactly its values (copied when it is not).
-    fn exact(tensor: FlexTensor) -> FlexTensor {
-        let count = tensor.layout().num_elements();
-        let fits = tensor.layout().contiguous_offsets() == Some((0, count))
-            && tensor.bytes().len() == count * 4;
-        if fits {
-            tensor
-        } else {
-            contiguous(tensor.to_contiguous())
-        }
-    }
 
     fn float<const D: usize>(t: FlexTensor) -> Tensor<Flex, D> {
         Tensor::from_primitive(TensorPrimitive::Float(t))
@@ -80,7 +68,7 @@ mod flex {
             Err(sum) => return Err((sum, term)),
         };
         let term: Tensor<Flex, D> = same_type(term).expect("B is Flex");
-        let mut sum = exact(sum.into_primitive().tensor());
+        let mut sum = writable(sum.into_primitive().tensor());
         let term = primitive(term);
         // Copy-on-write: a shared `sum` is copied once, then written.
         sum.storage_mut::<f32>()
@@ -95,7 +83,7 @@ mod flex {
         factor: f32,
     ) -> Result<Tensor<B, D>, Tensor<B, D>> {
         let tensor: Tensor<Flex, D> = cast(tensor)?;
-        let mut tensor = exact(tensor.into_primitive().tensor());
+        let mut tensor = writable(tensor.into_primitive().tensor());
         tensor
             .storage_mut::<f32>()
             .par_chunks_mut(CHUNK)

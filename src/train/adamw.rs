@@ -131,7 +131,7 @@ mod flex {
 
     use super::{FusedAdamW, Update};
     use crate::nn::autodiff_route::{cast, same_type};
-    use crate::nn::flex_tensor::{contiguous, primitive, values};
+    use crate::nn::flex_tensor::{from_values, primitive, values, writable};
 
     type Inputs<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Option<AdamWState<B, D>>);
     type Stepped<B, const D: usize> = (Tensor<B, D>, Option<AdamWState<B, D>>);
@@ -160,14 +160,11 @@ mod flex {
             ),
             None => (1, None),
         };
-        let mut param = owned(primitive(tensor));
+        let mut param = writable(primitive(tensor));
         let grad = primitive(grad);
         let (mut m, mut v) = match moments {
-            Some((m, v)) => (owned(primitive(m)), owned(primitive(v))),
-            None => (
-                zeros(shape.iter().product(), &shape),
-                zeros(shape.iter().product(), &shape),
-            ),
+            Some((m, v)) => (writable(primitive(m)), writable(primitive(v))),
+            None => (zeros(&shape), zeros(&shape)),
         };
         let update = Update::new(adamw, lr, time);
         param
@@ -191,20 +188,8 @@ mod flex {
         ))
     }
 
-    /// A contiguous tensor whose storage is exactly its values, ours to write.
-    fn owned(tensor: FlexTensor) -> FlexTensor {
-        let exact = tensor.layout().contiguous_offsets()
-            == Some((0, tensor.layout().num_elements()))
-            && tensor.bytes().len() == tensor.layout().num_elements() * 4;
-        if exact {
-            tensor
-        } else {
-            contiguous(tensor.to_contiguous())
-        }
-    }
-
-    fn zeros(count: usize, shape: &[usize]) -> FlexTensor {
-        crate::nn::flex_tensor::from_values(vec![0.0; count], shape.to_vec())
+    fn zeros(shape: &[usize]) -> FlexTensor {
+        from_values(vec![0.0; shape.iter().product()], shape.to_vec())
     }
 }
 
