@@ -24,7 +24,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex};
-use common::{peak_kib, root, run_child};
+use common::{peak_kib, root, run_child, run_line};
 
 use burn_spectrum::data::{Batch, Batches, EncodeOptions, prepare, read_alpaca};
 use burn_spectrum::model::{LlamaForCausalLM, Tokenizer};
@@ -244,20 +244,14 @@ fn peer(
 ) -> String {
     let script = root().join("scripts/bench_train_step.py");
     let trainable = work_dir().join(format!("{method}.trainable.txt"));
-    let output = Command::new(python)
-        .arg(script)
-        .arg(model)
-        .arg(method)
-        .arg(batch_json)
-        .arg(trainable)
-        .output()
-        .expect("runs the peer");
-    let line = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    if !output.status.success() || line.is_empty() {
-        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-        std::process::exit(1);
-    }
-    line
+    run_line(
+        Command::new(python)
+            .arg(script)
+            .arg(model)
+            .arg(method)
+            .arg(batch_json)
+            .arg(trainable),
+    )
 }
 
 /// Ours against PyTorch's, as ratios (below 1: ours is faster or smaller).

@@ -21,10 +21,12 @@ pub fn peak_kib() -> u64 {
 /// Runs case `index` in a child process (`exe` with `variable=index`) and returns the line it
 /// printed; exits with its error output when it fails.
 pub fn run_child(exe: &Path, variable: &str, index: usize) -> String {
-    let output = Command::new(exe)
-        .env(variable, index.to_string())
-        .output()
-        .expect("runs");
+    run_line(Command::new(exe).env(variable, index.to_string()))
+}
+
+/// Runs `command` and returns the line it printed; exits with its error output when it fails.
+pub fn run_line(command: &mut Command) -> String {
+    let output = command.output().expect("runs");
     let line = String::from_utf8_lossy(&output.stdout).trim().to_string();
     if !output.status.success() || line.is_empty() {
         eprintln!("{}", String::from_utf8_lossy(&output.stderr));
