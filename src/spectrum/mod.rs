@@ -15,6 +15,7 @@ mod selector;
 mod singular_values;
 mod snr;
 mod table;
+mod tridiagonal;
 mod weights;
 
 pub use files::write_spectrum_files;

@@ -87,8 +87,8 @@ pub struct SpectrumSelector {
     method: SvdMethod,
 }
 
-/// A matrix at least this large (in elements) is decomposed alone, with all cores inside it;
-/// smaller ones are decomposed side by side, one core each.
+/// A matrix at least this large (in elements) is decomposed as the only big one in memory,
+/// with all cores offered to it; smaller ones are decomposed side by side, one core each.
 const ALONE_MIN_NUMEL: usize = 1 << 22;
 
 impl SpectrumSelector {
@@ -138,18 +138,29 @@ impl SpectrumSelector {
         let bar = self.progress_bar(weights.len());
         let largest = weights.iter().map(Weight::numel).max().unwrap_or(0);
         let alone = |w: &Weight| w.numel() >= ALONE_MIN_NUMEL && w.numel() * 4 >= largest;
+        // Big matrices one at a time (memory stays near one of them), beside the small ones:
+        // while a big one reads its tensor or runs a serial stage, the other cores go on with
+        // small ones instead of waiting.
+        let (big, small) = rayon::join(
+            || {
+                weights
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| alone(w))
+                    .map(|(i, w)| (i, self.score_weight(w, Par::rayon(0), &bar)))
+                    .collect::<Vec<_>>()
+            },
+            || {
+                weights
+                    .par_iter()
+                    .enumerate()
+                    .filter(|(_, w)| !alone(w))
+                    .map(|(i, w)| (i, self.score_weight(w, Par::Seq, &bar)))
+                    .collect::<Vec<_>>()
+            },
+        );
         let mut results: Vec<Option<Result<Scored>>> = (0..weights.len()).map(|_| None).collect();
-        // Big matrices one at a time (memory stays near one of them), then the rest in parallel.
-        for (i, w) in weights.iter().enumerate().filter(|(_, w)| alone(w)) {
-            results[i] = Some(self.score_weight(w, Par::rayon(0), &bar));
-        }
-        let small: Vec<(usize, Result<_>)> = weights
-            .par_iter()
-            .enumerate()
-            .filter(|(_, w)| !alone(w))
-            .map(|(i, w)| (i, self.score_weight(w, Par::Seq, &bar)))
-            .collect();
-        for (i, result) in small {
+        for (i, result) in big.into_iter().chain(small) {
             results[i] = Some(result);
         }
         bar.finish_and_clear();
