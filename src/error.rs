@@ -16,6 +16,20 @@ pub enum Error {
     /// A path that does not exist.
     #[error("{0}: no such file or folder")]
     NotFound(PathBuf),
+    /// The same tensor in two files of a checkpoint.
+    #[error(
+        "tensor `{name}` is in both {first} and {second}: without \
+         model.safetensors.index.json every .safetensors file of the folder is read, so keep \
+         one copy (or add the index)"
+    )]
+    DuplicateTensor {
+        /// The tensor.
+        name: String,
+        /// The file read first.
+        first: PathBuf,
+        /// The other file.
+        second: PathBuf,
+    },
     /// A folder given as weights holds no `.safetensors` file.
     #[error("{0}: no .safetensors file in this folder")]
     NoSafetensors(PathBuf),
@@ -151,6 +165,19 @@ pub enum Error {
     /// Generation asked to continue an empty prompt.
     #[error("the prompt has no tokens")]
     EmptyPrompt,
+    /// A prompt and continuation longer than the model's context.
+    #[error(
+        "a prompt of {prompt} tokens plus {max_new_tokens} new ones exceeds the model's \
+         context of {limit} positions (max_position_embeddings)"
+    )]
+    TooLong {
+        /// Tokens in the prompt.
+        prompt: usize,
+        /// Tokens asked for.
+        max_new_tokens: usize,
+        /// The model's `max_position_embeddings`.
+        limit: usize,
+    },
     /// A token id the model's vocabulary does not have.
     #[error("token id {id} is outside the vocabulary of {vocab}")]
     TokenOutOfVocabulary {
@@ -272,8 +299,16 @@ fn mismatch_details(missing: &[String], unexpected: &[String], misshaped: &[Stri
         ("unexpected", unexpected),
         ("wrong shape", misshaped),
     ] {
+        // A config that claims thousands of layers must not print them all.
+        const SHOWN: usize = 10;
         if !names.is_empty() {
-            text.push_str(&format!("; {label}: {}", names.join(", ")));
+            text.push_str(&format!(
+                "; {label}: {}",
+                names[..names.len().min(SHOWN)].join(", ")
+            ));
+            if names.len() > SHOWN {
+                text.push_str(&format!(" and {} more", names.len() - SHOWN));
+            }
         }
     }
     text
@@ -405,6 +440,32 @@ pub enum GgufError {
         what: String,
         /// Why.
         reason: String,
+    },
+    /// The model the metadata describes is invalid, or does not fit the file's tensors.
+    #[error("{path}: the model it describes cannot be imported: {reason}{}", mismatch_details(.missing, .unexpected, .misshaped))]
+    InvalidModel {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, in words.
+        reason: String,
+        /// Tensors the metadata calls for that the file lacks (Hugging Face names).
+        missing: Vec<String>,
+        /// Tensors of the file the metadata has no place for.
+        unexpected: Vec<String>,
+        /// `name: expected [..], found [..]`.
+        misshaped: Vec<String>,
+    },
+    /// The output folder holds files that would be read instead of the imported weights.
+    #[error(
+        "{path}: holds {} that a loader would read instead of (or beside) the imported \
+         model.safetensors; remove them or import into another folder",
+        .files.join(", ")
+    )]
+    ShadowingFiles {
+        /// The output folder.
+        path: PathBuf,
+        /// The files in the way.
+        files: Vec<String>,
     },
     /// Writing `model.safetensors` failed.
     #[error("{path}: cannot write safetensors: {reason}")]

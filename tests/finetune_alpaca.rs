@@ -253,16 +253,7 @@ fn a_run_killed_with_sigkill_resumes_to_the_uninterrupted_metrics() {
     let mut resume = refs.clone();
     resume.push("--resume");
     assert!(run(&model, &resume).status.success());
-    let steps = |dir: &Path| -> Vec<Value> {
-        let text = std::fs::read_to_string(dir.join("lora/metrics.jsonl")).unwrap();
-        text.lines()
-            .map(|line| {
-                let mut value: Value = serde_json::from_str(line).unwrap();
-                value.as_object_mut().unwrap().remove("seconds");
-                value
-            })
-            .collect()
-    };
+    let steps = |dir: &Path| common::metrics_without_seconds(&dir.join("lora/metrics.jsonl"));
     assert_eq!(steps(killed.path()).len(), 4);
     assert_eq!(steps(killed.path()), steps(straight.path()));
     let summary = |dir: &Path| json(&dir.join("lora/summary.json"));

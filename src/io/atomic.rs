@@ -8,6 +8,7 @@ use std::path::Path;
 use safetensors::{Dtype, View};
 use tempfile::NamedTempFile;
 
+use super::temporaries::register;
 use crate::error::{Error, Result};
 
 /// Writes `bytes` to `path` atomically.
@@ -26,6 +27,7 @@ pub(super) fn write_atomic_with(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let tmp = temp_file_in(dir)?;
+    let _registered = register(tmp.path());
     write(tmp.path())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -84,16 +86,29 @@ pub(crate) fn write_safetensors(
     path: &Path,
     tensors: &[(String, StoredTensor)],
 ) -> std::io::Result<()> {
+    write_atomic_with(path, |tmp| write_safetensors_to(tmp, tensors))
+}
+
+/// Writes a safetensors file in place (for a file that is itself temporary, as in a
+/// [`super::FileSet`]), with the `{"format": "pt"}` metadata.
+pub(crate) fn write_safetensors_to(
+    path: &Path,
+    tensors: &[(String, StoredTensor)],
+) -> std::io::Result<()> {
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let views = tensors.iter().map(|(name, t)| (name.as_str(), t));
-    write_atomic_with(path, |tmp| {
-        safetensors::serialize_to_file(views, Some(metadata), tmp).map_err(std::io::Error::other)
-    })
+    safetensors::serialize_to_file(views, Some(metadata), path).map_err(std::io::Error::other)
 }
 
 /// Writes `value` as pretty JSON with a final newline, atomically.
 pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
+    let text = json_text(value)?;
+    write_atomic_with(path, |tmp| std::fs::write(tmp, text))
+}
+
+/// `value` as pretty JSON with a final newline.
+pub(crate) fn json_text(value: &serde_json::Value) -> std::io::Result<String> {
     let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
     text.push('\n');
-    write_atomic_with(path, |tmp| std::fs::write(tmp, text))
+    Ok(text)
 }

@@ -4,6 +4,7 @@
 //! read from are handed back to the OS afterwards, so memory stays bounded by the tensors in
 //! flight, not the size of the checkpoint.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -47,7 +48,25 @@ impl SafetensorsFiles {
         for file_path in paths {
             checkpoint.add_file(file_path)?;
         }
+        checkpoint.refuse_duplicates()?;
         Ok(checkpoint)
+    }
+
+    /// A tensor in two files (say `model.safetensors` beside shards without an index) would be
+    /// read twice, and which copy wins would be an accident: refused, naming both files.
+    fn refuse_duplicates(&self) -> Result<()> {
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(self.tensors.len());
+        for tensor in &self.tensors {
+            if let Some(&first) = seen.get(tensor.name.as_str()) {
+                return Err(Error::DuplicateTensor {
+                    name: tensor.name.clone(),
+                    first: self.files[first].0.clone(),
+                    second: self.files[tensor.file].0.clone(),
+                });
+            }
+            seen.insert(&tensor.name, tensor.file);
+        }
+        Ok(())
     }
 
     fn add_file(&mut self, path: PathBuf) -> Result<()> {
@@ -60,7 +79,7 @@ impl SafetensorsFiles {
             reason,
         };
         let (header_len, metadata) =
-            SafeTensors::read_metadata(&map).map_err(|e| invalid(format!("{e:?}")))?;
+            SafeTensors::read_metadata(&map).map_err(|e| invalid(e.to_string()))?;
         let data_start = 8 + header_len;
         let index = self.files.len();
         for (name, info) in metadata.tensors() {

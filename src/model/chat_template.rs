@@ -25,6 +25,9 @@ impl ChatMessage {
     }
 }
 
+/// The most work (minijinja's fuel: about one unit per instruction) a render may do.
+const TEMPLATE_FUEL: u64 = 10_000_000;
+
 /// Renders a chat template with the variables transformers passes: `messages`,
 /// `add_generation_prompt`, `bos_token`, `eos_token`, and the `raise_exception` function.
 pub(super) fn render(
@@ -35,6 +38,9 @@ pub(super) fn render(
     eos_token: Option<&str>,
 ) -> Result<String> {
     let mut env = Environment::new();
+    // A template is code from the model folder: its loops must end. Real chat templates use a
+    // few thousand units of fuel per conversation.
+    env.set_fuel(Some(TEMPLATE_FUEL));
     // transformers compiles templates with these two options; whitespace differs without them.
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
@@ -83,5 +89,15 @@ mod tests {
         let template = "{{ raise_exception('only user turns') }}";
         let error = render(template, &[], false, None, None).unwrap_err();
         assert!(error.to_string().contains("only user turns"));
+    }
+
+    /// A template that would loop for ever (nested loops over large ranges) runs out of fuel
+    /// and is an error, in bounded time.
+    #[test]
+    fn endless_templates_are_stopped() {
+        let template = "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in \
+            range(100000) %}x{% endfor %}{% endfor %}{% endfor %}";
+        let error = render(template, &[], false, None, None).unwrap_err();
+        assert!(error.to_string().contains("fuel"), "{error}");
     }
 }

@@ -95,13 +95,13 @@ fn parse_config(text: &str) -> std::result::Result<LlamaConfig, String> {
             ));
         }
     };
-    let hidden_size = fields.usize("hidden_size")?;
-    let num_attention_heads = fields.usize("num_attention_heads")?;
+    let hidden_size = fields.size("hidden_size", MAX_WIDTH)?;
+    let num_attention_heads = fields.size("num_attention_heads", MAX_HEADS)?;
     if num_attention_heads == 0 || hidden_size == 0 {
         return Err("hidden_size and num_attention_heads must be positive".into());
     }
     let num_key_value_heads = fields
-        .opt_usize("num_key_value_heads")?
+        .opt_size("num_key_value_heads", MAX_HEADS)?
         .unwrap_or(num_attention_heads);
     if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
         return Err(format!(
@@ -110,38 +110,66 @@ fn parse_config(text: &str) -> std::result::Result<LlamaConfig, String> {
         ));
     }
     let head_dim = fields
-        .opt_usize("head_dim")?
+        .opt_size("head_dim", MAX_HEAD_DIM)?
         .unwrap_or(hidden_size / num_attention_heads);
     if head_dim == 0 || head_dim % 2 != 0 {
         return Err(format!("head_dim {head_dim} must be positive and even"));
     }
     let sliding_window = match model_type {
-        ModelType::Mistral => fields.opt_usize("sliding_window")?,
+        ModelType::Mistral => fields.opt_size("sliding_window", MAX_POSITIONS)?,
         // transformers' Llama has no sliding window; a stray key must not change the maths.
         ModelType::Llama => None,
     };
     if sliding_window == Some(0) {
         return Err("sliding_window 0 would mask every position".into());
     }
+    let vocab_size = fields.size("vocab_size", MAX_VOCAB)?;
+    let max_position_embeddings = fields
+        .opt_size("max_position_embeddings", MAX_POSITIONS)?
+        .unwrap_or(2048);
+    if vocab_size == 0 || max_position_embeddings == 0 {
+        return Err("vocab_size and max_position_embeddings must be positive".into());
+    }
     Ok(LlamaConfig {
         model_type,
-        vocab_size: fields.usize("vocab_size")?,
+        vocab_size,
         hidden_size,
-        intermediate_size: fields.usize("intermediate_size")?,
-        num_hidden_layers: fields.usize("num_hidden_layers")?,
+        intermediate_size: fields.size("intermediate_size", MAX_WIDTH)?,
+        num_hidden_layers: fields.size("num_hidden_layers", MAX_LAYERS)?,
         num_attention_heads,
         num_key_value_heads,
         head_dim,
-        rms_norm_eps: fields.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
-        rope_theta: fields.opt_f64("rope_theta")?.unwrap_or(10000.0),
+        rms_norm_eps: fields
+            .opt_number("rms_norm_eps", Bound::AtLeastZero)?
+            .unwrap_or(1e-6),
+        rope_theta: fields
+            .opt_number("rope_theta", Bound::Positive)?
+            .unwrap_or(10000.0),
         rope_scaling: rope_scaling(raw.get("rope_scaling"))?,
         sliding_window,
         tie_word_embeddings: fields.opt_bool("tie_word_embeddings")?.unwrap_or(false),
-        max_position_embeddings: fields.opt_usize("max_position_embeddings")?.unwrap_or(2048),
-        bos_token_id: fields.opt_usize("bos_token_id")?.map(|id| id as u32),
+        max_position_embeddings,
+        bos_token_id: fields.opt_token_id("bos_token_id")?,
         eos_token_ids: eos_token_ids(raw.get("eos_token_id"))?,
         raw: raw.clone(),
     })
+}
+
+/// Bounds on sizes, far above any released model's, so that a hostile or corrupt
+/// `config.json` is refused before anything is allocated from it (the tensors present are
+/// checked against the config before loading; these bounds keep that check itself cheap).
+const MAX_VOCAB: usize = 1 << 24;
+const MAX_WIDTH: usize = 1 << 20;
+const MAX_HEADS: usize = 1 << 12;
+const MAX_HEAD_DIM: usize = 1 << 14;
+const MAX_LAYERS: usize = 1 << 12;
+const MAX_POSITIONS: usize = 1 << 26;
+
+/// What a float setting must be, besides finite.
+#[derive(Clone, Copy)]
+enum Bound {
+    Positive,
+    AtLeastZero,
 }
 
 impl LlamaConfig {
@@ -189,12 +217,28 @@ fn rope_scaling(value: Option<&Value>) -> std::result::Result<Option<Llama3RopeS
         .unwrap_or("");
     match kind {
         "default" => Ok(None),
-        "llama3" => Ok(Some(Llama3RopeScaling {
-            factor: fields.f64("factor")?,
-            low_freq_factor: fields.f64("low_freq_factor")?,
-            high_freq_factor: fields.f64("high_freq_factor")?,
-            original_max_position_embeddings: fields.usize("original_max_position_embeddings")?,
-        })),
+        "llama3" => {
+            let scaling = Llama3RopeScaling {
+                factor: fields.number("factor", Bound::Positive)?,
+                low_freq_factor: fields.number("low_freq_factor", Bound::Positive)?,
+                high_freq_factor: fields.number("high_freq_factor", Bound::Positive)?,
+                original_max_position_embeddings: fields
+                    .size("original_max_position_embeddings", MAX_POSITIONS)?,
+            };
+            // transformers divides by their difference and by the original length.
+            if scaling.high_freq_factor <= scaling.low_freq_factor {
+                return Err(format!(
+                    "rope_scaling: high_freq_factor ({}) must exceed low_freq_factor ({})",
+                    scaling.high_freq_factor, scaling.low_freq_factor
+                ));
+            }
+            if scaling.original_max_position_embeddings == 0 {
+                return Err(
+                    "rope_scaling: original_max_position_embeddings must be positive".into(),
+                );
+            }
+            Ok(Some(scaling))
+        }
         other => Err(format!(
             "rope_scaling type `{other}` is not supported (supported: llama3)"
         )),
@@ -204,8 +248,8 @@ fn rope_scaling(value: Option<&Value>) -> std::result::Result<Option<Llama3RopeS
 fn eos_token_ids(value: Option<&Value>) -> std::result::Result<Vec<u32>, String> {
     let as_id = |v: &Value| {
         v.as_u64()
-            .map(|id| id as u32)
-            .ok_or_else(|| format!("eos_token_id: {v} is not a token id"))
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| format!("eos_token_id: {v} is not a token id (0..=4294967295)"))
     };
     match value {
         None | Some(Value::Null) => Ok(Vec::new()),
@@ -215,6 +259,10 @@ fn eos_token_ids(value: Option<&Value>) -> std::result::Result<Vec<u32>, String>
 }
 
 /// Typed access to the keys of a JSON object, with messages naming the key.
+///
+/// A `null` counts as absent for the optional keys where transformers treats `None` as "use
+/// the default"; a number that is `null` is refused, since that is how Python and serde write
+/// NaN, and a NaN read back as a default would hide it.
 struct Fields<'a>(&'a Map<String, Value>);
 
 impl Fields<'_> {
@@ -236,28 +284,60 @@ impl Fields<'_> {
         self.opt_str(key)?.ok_or_else(|| Self::missing(key))
     }
 
-    fn opt_usize(&self, key: &str) -> std::result::Result<Option<usize>, String> {
+    /// A non-negative integer no larger than `max`.
+    fn opt_size(&self, key: &str, max: usize) -> std::result::Result<Option<usize>, String> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let n = v
+            .as_u64()
+            .ok_or(format!("`{key}` must be a non-negative integer, not {v}"))?;
+        if n > max as u64 {
+            return Err(format!(
+                "`{key}` is {n}, beyond the largest supported ({max})"
+            ));
+        }
+        Ok(Some(n as usize))
+    }
+
+    fn size(&self, key: &str, max: usize) -> std::result::Result<usize, String> {
+        match self.0.get(key) {
+            Some(Value::Null) => Err(format!("`{key}` is null")),
+            _ => self.opt_size(key, max)?.ok_or_else(|| Self::missing(key)),
+        }
+    }
+
+    /// A finite number within `bound`; `null` is refused (see the type's doc).
+    fn opt_number(&self, key: &str, bound: Bound) -> std::result::Result<Option<f64>, String> {
+        let Some(v) = self.0.get(key) else {
+            return Ok(None);
+        };
+        let x = v
+            .as_f64()
+            .filter(|x| x.is_finite())
+            .ok_or(format!("`{key}` must be a finite number, not {v}"))?;
+        match bound {
+            Bound::Positive if x <= 0.0 => Err(format!("`{key}` must be positive, not {x}")),
+            Bound::AtLeastZero if x < 0.0 => Err(format!("`{key}` must not be negative ({x})")),
+            _ => Ok(Some(x)),
+        }
+    }
+
+    fn number(&self, key: &str, bound: Bound) -> std::result::Result<f64, String> {
+        self.opt_number(key, bound)?
+            .ok_or_else(|| Self::missing(key))
+    }
+
+    fn opt_token_id(&self, key: &str) -> std::result::Result<Option<u32>, String> {
         self.get(key)
             .map(|v| {
                 v.as_u64()
-                    .map(|n| n as usize)
-                    .ok_or(format!("`{key}` must be a non-negative integer"))
+                    .and_then(|id| u32::try_from(id).ok())
+                    .ok_or(format!(
+                        "`{key}` must be a token id (0..=4294967295), not {v}"
+                    ))
             })
             .transpose()
-    }
-
-    fn usize(&self, key: &str) -> std::result::Result<usize, String> {
-        self.opt_usize(key)?.ok_or_else(|| Self::missing(key))
-    }
-
-    fn opt_f64(&self, key: &str) -> std::result::Result<Option<f64>, String> {
-        self.get(key)
-            .map(|v| v.as_f64().ok_or(format!("`{key}` must be a number")))
-            .transpose()
-    }
-
-    fn f64(&self, key: &str) -> std::result::Result<f64, String> {
-        self.opt_f64(key)?.ok_or_else(|| Self::missing(key))
     }
 
     fn opt_bool(&self, key: &str) -> std::result::Result<Option<bool>, String> {
@@ -295,6 +375,42 @@ mod tests {
         assert!(yarn.unwrap_err().contains("yarn"));
         assert!(with(r#""num_key_value_heads":3"#).is_err());
         assert!(parse_config("[1]").is_err());
+    }
+
+    /// Class 1 and 8 of the hostile-input issue: sizes beyond any model, and numbers that
+    /// would give NaN or nonsense, are refused with the key named.
+    #[test]
+    fn absurd_sizes_and_invalid_numbers_are_refused() {
+        let cases = [
+            (r#""vocab_size":1000000000000"#, "vocab_size"),
+            (r#""num_hidden_layers":1000000"#, "num_hidden_layers"),
+            (r#""hidden_size":1000000000"#, "hidden_size"),
+            (r#""rope_theta":0"#, "rope_theta"),
+            (r#""rope_theta":-1.5"#, "rope_theta"),
+            (r#""rope_theta":null"#, "rope_theta"),
+            (r#""rms_norm_eps":-1e-6"#, "rms_norm_eps"),
+            (r#""rms_norm_eps":null"#, "rms_norm_eps"),
+            (r#""bos_token_id":4294967296"#, "bos_token_id"),
+            (r#""eos_token_id":[1,4294967296]"#, "eos_token_id"),
+            (r#""max_position_embeddings":0"#, "max_position_embeddings"),
+            (
+                r#""rope_scaling":{"rope_type":"llama3","factor":0,"low_freq_factor":1,
+                "high_freq_factor":4,"original_max_position_embeddings":8192}"#,
+                "factor",
+            ),
+            (
+                r#""rope_scaling":{"rope_type":"llama3","factor":8,"low_freq_factor":4,
+                "high_freq_factor":4,"original_max_position_embeddings":8192}"#,
+                "high_freq_factor",
+            ),
+        ];
+        for (extra, key) in cases {
+            // Replacing a key already in BASE: the later one wins in serde_json's map.
+            let error = with(extra).expect_err(extra);
+            assert!(error.contains(key), "{extra}: {error}");
+        }
+        let null_size = BASE.replace(r#""vocab_size":10"#, r#""vocab_size":null"#);
+        assert!(parse_config(&null_size).unwrap_err().contains("vocab_size"));
     }
 
     #[test]

@@ -90,6 +90,16 @@ pub fn generate<B: Backend>(
     if let Some(&bad) = prompt_ids.iter().find(|&&id| id as usize >= vocab) {
         return Err(Error::TokenOutOfVocabulary { id: bad, vocab });
     }
+    // Checked before the prompt's attention is sized from it.
+    let limit = model.config().max_position_embeddings;
+    let total = prompt_ids.len().saturating_add(config.max_new_tokens);
+    if total > limit {
+        return Err(Error::TooLong {
+            prompt: prompt_ids.len(),
+            max_new_tokens: config.max_new_tokens,
+            limit,
+        });
+    }
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut cache = KvCache::new(model.config().num_hidden_layers);
     let mut logits = last_logits(model, prompt_ids, &mut cache, device);

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
+use super::checkpoint_shapes::shape_mismatches;
 use super::config::LlamaConfig;
 use super::hf_layout::{is_ignored, is_linear_weight};
 use super::llama::LlamaForCausalLM;
@@ -50,6 +51,20 @@ impl<B: Backend> LlamaForCausalLM<B> {
             dir.join("model.safetensors")
         };
         let files = SafetensorsFiles::open(&weights)?;
+        // Sizes are checked against the tensors present before any is allocated from them.
+        let present = files
+            .tensors()
+            .iter()
+            .map(|t| (t.name.as_str(), t.shape.as_slice()));
+        let (missing, unexpected, misshaped) = shape_mismatches(&config, present);
+        if !(missing.is_empty() && unexpected.is_empty() && misshaped.is_empty()) {
+            return Err(Error::TensorMismatch {
+                path: dir.to_path_buf(),
+                missing,
+                unexpected,
+                misshaped,
+            });
+        }
         let mut filler = Filler::new(dir, &files, device);
         if config.tie_word_embeddings {
             // transformers drops a stored head when the embedding is tied; so do we.

@@ -9,6 +9,7 @@
 mod attention;
 mod cache;
 mod chat_template;
+pub(crate) mod checkpoint_shapes;
 mod config;
 mod decoder;
 mod generate;

@@ -9,7 +9,7 @@ use super::hf_layout::is_linear_weight;
 use super::llama::LlamaForCausalLM;
 use crate::error::{Error, Result};
 use crate::io::INDEX_FILE;
-use crate::io::{StoredTensor, write_atomic, write_json, write_safetensors};
+use crate::io::{FileSet, StoredTensor, json_text, write_safetensors_to};
 use crate::nn::float_params_f32;
 use crate::nn::transpose;
 
@@ -17,29 +17,37 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// Writes `config.json` and `model.safetensors` (f32, Hugging Face names and `[out, in]`
     /// Linear layout) into `dir`, creating it if needed.
     ///
-    /// Each file is written under a temporary name and renamed, so an interrupted save leaves
+    /// The files are staged and renamed in together, so an interrupted save leaves
     /// the previous files whole. A stale sharded index in `dir` is removed, since it would
     /// point transformers at other files.
     ///
     /// A model with LoRA adapters is refused: merge them first ([`LlamaForCausalLM::merge_lora`])
     /// or save them apart ([`crate::peft::save_adapter`]).
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        self.save_with(dir, Vec::new())
+    }
+
+    /// [`LlamaForCausalLM::save_pretrained`] with `extra` files in the same set.
+    fn save_with(&self, dir: &Path, extra: Vec<(&str, Vec<u8>)>) -> Result<()> {
         let quantized = self.projections().iter().any(|(_, p)| p.nf4().is_some());
         if self.has_lora() || quantized {
             return Err(Error::NotDense);
         }
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let tensors = hf_tensors(self);
-        let weights = dir.join("model.safetensors");
-        write_safetensors(&weights, &tensors).map_err(|e| Error::io(&weights, e))?;
         let mut config = self.config().to_json();
         config["torch_dtype"] = "float32".into();
         let config_path = dir.join("config.json");
-        write_json(&config_path, &config).map_err(|e| Error::io(&config_path, e))?;
-        let index = dir.join(INDEX_FILE);
-        if index.exists() {
-            std::fs::remove_file(&index).map_err(|e| Error::io(&index, e))?;
+        let config = json_text(&config).map_err(|e| Error::io(&config_path, e))?;
+        let mut set = FileSet::new(dir);
+        set.add("model.safetensors", |path| {
+            write_safetensors_to(path, &tensors)
+        })
+        .add_bytes("config.json", config);
+        for (name, bytes) in extra {
+            set.add_bytes(name, bytes);
         }
+        set.remove_stale(INDEX_FILE);
+        set.write().map_err(|(path, e)| Error::io(path, e))?;
         Ok(())
     }
 }
@@ -57,17 +65,17 @@ const COMPANION_FILES: [&str; 5] = [
 impl<B: Backend> LlamaForCausalLM<B> {
     /// The fine-tuned model as a complete Hugging Face folder: adapters merged, NF4 bases
     /// dequantized, `config.json` + `model.safetensors`, and the tokenizer and generation files
-    /// copied from `base_dir` (those it has). Every file is written atomically.
+    /// copied from `base_dir` (those it has), written as one set.
     pub fn export_merged(self, base_dir: &Path, out_dir: &Path) -> Result<()> {
-        self.into_dense().save_pretrained(out_dir)?;
+        let mut companions = Vec::new();
         for name in COMPANION_FILES {
             let source = base_dir.join(name);
             if source.exists() {
                 let bytes = std::fs::read(&source).map_err(|e| Error::io(&source, e))?;
-                write_atomic(&out_dir.join(name), &bytes)?;
+                companions.push((name, bytes));
             }
         }
-        Ok(())
+        self.into_dense().save_with(out_dir, companions)
     }
 }
 

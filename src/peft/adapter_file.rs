@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::lora::{LoraConfig, TargetModules};
 use crate::error::{Error, Result};
 use crate::io::SafetensorsFiles;
-use crate::io::{StoredTensor, write_json, write_safetensors};
+use crate::io::{FileSet, StoredTensor, json_text, write_safetensors_to};
 use crate::model::LlamaForCausalLM;
 use crate::nn::{f32_values, transpose};
 
@@ -44,12 +44,15 @@ pub fn save_adapter<B: Backend>(
     if tensors.is_empty() {
         return Err(Error::NoAdapters);
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let weights = dir.join(WEIGHTS_FILE);
-    write_safetensors(&weights, &tensors).map_err(|e| Error::io(&weights, e))?;
     let config_path = dir.join(CONFIG_FILE);
     let value = adapter_config(config, &targets, base_model);
-    write_json(&config_path, &value).map_err(|e| Error::io(&config_path, e))
+    let config_text = json_text(&value).map_err(|e| Error::io(&config_path, e))?;
+    // One set: weights and config of the same adapter, or the old pair.
+    let mut set = FileSet::new(dir);
+    set.add(WEIGHTS_FILE, |path| write_safetensors_to(path, &tensors))
+        .add_bytes(CONFIG_FILE, config_text);
+    set.write().map_err(|(path, e)| Error::io(path, e))?;
+    Ok(())
 }
 
 /// The fields PEFT 0.13 writes, with the targets expanded to names as PEFT saves them.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::io::{write_atomic, write_json};
+use crate::io::{FileSet, json_text};
 use crate::spectrum::{ScanReport, Selection};
 use crate::train::{MetricsLine, RunSummary};
 
@@ -67,15 +67,20 @@ pub fn write_report(
     let methods: Vec<serde_json::Value> = runs.iter().map(method_json).collect();
     let path = dir.join("report.json");
     let value = json!({ "config": config, "methods": methods });
-    write_json(&path, &value).map_err(|e| Error::io(&path, e))?;
-    write_atomic(
-        &dir.join("report.md"),
-        markdown::report(config, runs).as_bytes(),
-    )?;
-    plots::loss_png(&dir.join("loss.png"), runs)?;
+    let text = json_text(&value).map_err(|e| Error::io(&path, e))?;
+    // One set: the tables and pictures of the same runs, or the previous ones.
+    let mut set = FileSet::new(dir);
+    set.add_bytes("report.json", text)
+        .add_bytes("report.md", markdown::report(config, runs))
+        .add("loss.png", |path| {
+            plots::loss_png(path, runs).map_err(std::io::Error::other)
+        });
     if let Some((scan, selection)) = scan {
-        plots::snr_png(&dir.join("snr.png"), scan, selection)?;
+        set.add("snr.png", move |path| {
+            plots::snr_png(path, scan, selection).map_err(std::io::Error::other)
+        });
     }
+    set.write().map_err(|(path, e)| Error::io(path, e))?;
     Ok(())
 }
 

@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 use super::selection::Selection;
 use super::table::SnrTable;
 use crate::error::{Error, Result};
-use crate::io::write_atomic;
+use crate::io::FileSet;
 
 /// Writes spectrum.py's files for `table` into `out_dir` (created if needed), named after
 /// `stem` (`snr_results_<slug>`): with `tables`, `<stem>.json` and `<stem>_sorted.json`; and
 /// for each of `percents`, `<stem>_unfrozenparameters_<pct>percent.yaml`.
 ///
-/// Every file's contents are computed before the first is written, and each is written to a
-/// temporary name and renamed, so a bad percent writes nothing and a reader never sees half a
-/// file. Returns the paths written, in that order.
+/// Every file's contents are computed before the first is written, and the files are written
+/// as one set (staged, then renamed in together): a failure leaves the folder's previous files as they
+/// were, and two runs into one folder take turns. Returns the paths written, in that order.
 pub fn write_spectrum_files(
     table: &SnrTable,
     out_dir: &Path,
@@ -30,13 +30,9 @@ pub fn write_spectrum_files(
         let yaml = Selection::top_percent(table, pct)?.to_yaml();
         files.push((format!("{stem}_unfrozenparameters_{pct}percent.yaml"), yaml));
     }
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    files
-        .iter()
-        .map(|(name, contents)| {
-            let path = out_dir.join(name);
-            write_atomic(&path, contents.as_bytes())?;
-            Ok(path)
-        })
-        .collect()
+    let mut set = FileSet::new(out_dir);
+    for (name, contents) in files {
+        set.add_bytes(&name, contents);
+    }
+    set.write().map_err(|(path, e)| Error::io(path, e))
 }

@@ -19,8 +19,19 @@ const ALWAYS_UNFROZEN: [&str; 2] = ["^lm_head.weight$", "^model.embed_tokens.wei
 #[derive(Clone, Debug)]
 pub struct UnfrozenPattern {
     raw: String,
-    regex: Regex,
+    matcher: Matcher,
 }
+
+/// A plain module name needs no regex (one would cost kilobytes each; a selection from a
+/// table of 200k modules would hold gigabytes of them): it matches as a prefix.
+#[derive(Clone, Debug)]
+enum Matcher {
+    Prefix,
+    Regex(Regex),
+}
+
+/// Characters that make a pattern more than a literal name (`.` alone is escaped to a literal).
+const REGEX_SYNTAX: &str = "\\^$*+?()[]{}|";
 
 impl UnfrozenPattern {
     /// A pattern as axolotl reads it: every `.` not followed by `+` escaped, anchored at the start.
@@ -29,10 +40,22 @@ impl UnfrozenPattern {
             pattern: raw.to_owned(),
             reason,
         };
+        // A line break in a name would write extra lines (extra patterns) into the YAML.
+        if let Some(c) = raw.chars().find(|c| c.is_control()) {
+            return Err(invalid(format!(
+                "contains the control character {c:?}; parameter names have none"
+            )));
+        }
         if raw.ends_with(']') && raw.contains('[') && raw.contains(':') {
             return Err(invalid(
                 "row ranges (`name[start:end]`) are not supported".into(),
             ));
+        }
+        if !raw.contains(|c: char| REGEX_SYNTAX.contains(c)) {
+            return Ok(UnfrozenPattern {
+                raw: raw.to_owned(),
+                matcher: Matcher::Prefix,
+            });
         }
         let mut escaped = String::with_capacity(raw.len() + 8);
         let mut chars = raw.chars().peekable();
@@ -46,7 +69,7 @@ impl UnfrozenPattern {
         let regex = Regex::new(&format!("^(?:{escaped})")).map_err(|e| invalid(e.to_string()))?;
         Ok(UnfrozenPattern {
             raw: raw.to_owned(),
-            regex,
+            matcher: Matcher::Regex(regex),
         })
     }
 
@@ -57,7 +80,10 @@ impl UnfrozenPattern {
 
     /// Whether the parameter name matches, as Python's `re.match` would.
     pub fn matches(&self, param_name: &str) -> bool {
-        self.regex.is_match(param_name)
+        match &self.matcher {
+            Matcher::Prefix => param_name.starts_with(&self.raw),
+            Matcher::Regex(regex) => regex.is_match(param_name),
+        }
     }
 }
 
@@ -78,7 +104,8 @@ impl Selection {
         let mut groups = vec![(None, patterns(ALWAYS_UNFROZEN)?)];
         for (module_type, entries) in table.sorted_by_type() {
             let keep = entries.len() * top_percent as usize / 100;
-            let names = entries[..keep].iter().map(|e| e.name.as_str());
+            let names: Vec<String> = entries[..keep].iter().map(|e| literal(&e.name)).collect();
+            let names = names.iter().map(String::as_str);
             groups.push((Some(format!("{module_type} layers")), patterns(names)?));
         }
         Ok(Selection { groups })
@@ -121,10 +148,11 @@ impl Selection {
         let mut out = String::from("unfrozen_parameters:\n");
         for (comment, patterns) in &self.groups {
             if let Some(comment) = comment {
+                let comment = comment.replace(|c: char| c.is_control(), " ");
                 out.push_str(&format!("# {comment}\n"));
             }
             for pattern in patterns {
-                out.push_str(&format!("- {}\n", pattern.as_str()));
+                out.push_str(&format!("- {}\n", yaml_scalar(pattern.as_str())));
             }
         }
         out
@@ -153,6 +181,38 @@ impl Selection {
     }
 }
 
+/// A module name as a pattern that matches it literally: regex syntax escaped (module names of
+/// real models have none, so spectrum.py's output is unchanged; dots are literal already).
+fn literal(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if REGEX_SYNTAX.contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `text` as a YAML scalar that reads back as itself: plain, as spectrum.py writes module
+/// names, unless a character would change its meaning (a comment, a flow collection, a
+/// mapping); then single-quoted, with `'` doubled.
+fn yaml_scalar(text: &str) -> String {
+    const INDICATORS: &str = "-?:,[]{}#&*!|>'\"%@`";
+    let plain = text
+        .chars()
+        .next()
+        .is_some_and(|c| !INDICATORS.contains(c) && !c.is_whitespace())
+        && !text.ends_with(|c: char| c.is_whitespace() || c == ':')
+        && !text.contains(|c: char| "#[]{},".contains(c))
+        && !text.contains(": ");
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "''"))
+    }
+}
+
 fn patterns<'a>(raw: impl IntoIterator<Item = &'a str>) -> Result<Vec<UnfrozenPattern>> {
     raw.into_iter().map(UnfrozenPattern::new).collect()
 }
@@ -176,5 +236,70 @@ impl<B: Backend> ModuleVisitor<B> for SelectedIds<'_> {
         if self.selection.is_selected(&self.path.join(".")) {
             self.ids.insert(param.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Class 7 of the hostile-input issue: a name with a line break is refused; names with
+    /// YAML's special characters are quoted and read back as themselves; ordinary module names
+    /// stay unquoted, as spectrum.py writes them.
+    #[test]
+    fn names_cannot_inject_into_the_yaml() {
+        let newline = UnfrozenPattern::new("model.layers.0.mlp\n- .*");
+        assert!(
+            newline
+                .unwrap_err()
+                .to_string()
+                .contains("control character")
+        );
+        let names = [
+            "model.layers.0.mlp.down_proj",
+            "a #comment",
+            "list[0]",
+            "key: value",
+            "'quoted'",
+            "-dash",
+            "ends:",
+            "a,b",
+        ];
+        let selection = Selection::from_patterns(names).unwrap();
+        let yaml = selection.to_yaml();
+        assert!(
+            yaml.contains("\n- model.layers.0.mlp.down_proj\n"),
+            "{yaml}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("selection.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        let back = Selection::read_yaml(&path).unwrap();
+        let read: Vec<&str> = back.patterns().map(UnfrozenPattern::as_str).collect();
+        assert_eq!(read, names, "{yaml}");
+    }
+
+    /// A literal name matches as the regex it stands for would: as a prefix, dots literal.
+    #[test]
+    fn literal_names_match_as_their_regex_would() {
+        let literal = UnfrozenPattern::new("model.layers.1.mlp").unwrap();
+        assert!(matches!(literal.matcher, Matcher::Prefix));
+        assert!(literal.matches("model.layers.1.mlp.down_proj.weight"));
+        assert!(!literal.matches("model.layers.10.mlp.down_proj.weight"));
+        assert!(!literal.matches("modelXlayers.1.mlp.weight"));
+        assert!(!literal.matches("x.model.layers.1.mlp.weight"));
+        let regex = UnfrozenPattern::new("^lm_head.weight$").unwrap();
+        assert!(regex.matches("lm_head.weight") && !regex.matches("lm_head.weights"));
+        let plus = UnfrozenPattern::new("model.layers.+.mlp").unwrap();
+        assert!(plus.matches("model.layers.12.mlp.up_proj.weight"));
+    }
+
+    /// A module type with a control character cannot write lines through its comment.
+    #[test]
+    fn comments_stay_on_one_line() {
+        let selection = Selection {
+            groups: vec![(Some("mlp\n- .*\n#".into()), Vec::new())],
+        };
+        assert_eq!(selection.to_yaml(), "unfrozen_parameters:\n# mlp - .* #\n");
     }
 }

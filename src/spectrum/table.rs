@@ -69,13 +69,13 @@ impl SnrTable {
 
     /// Module types in order of first appearance.
     pub fn types(&self) -> Vec<&str> {
-        let mut types: Vec<&str> = Vec::new();
-        for entry in &self.entries {
-            if !types.contains(&entry.module_type.as_str()) {
-                types.push(&entry.module_type);
-            }
-        }
-        types
+        // A set, not a list search: a hostile table can have 100k types.
+        let types: indexmap::IndexSet<&str> = self
+            .entries
+            .iter()
+            .map(|e| e.module_type.as_str())
+            .collect();
+        types.into_iter().collect()
     }
 
     /// The entries of each type, in table order.
@@ -134,8 +134,48 @@ impl SnrTable {
     }
 }
 
+/// The deepest nesting of objects and arrays read.
+const MAX_NESTING: usize = 32;
+
+/// How deep `[` and `{` nest in `text`, outside string literals (either quote, as JSON5 has).
+fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in text.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '[' | '{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    deepest
+}
+
 /// Either form of the JSON, or the reason the text is not an SNR table.
 fn parse_table(text: &str) -> std::result::Result<SnrTable, String> {
+    // The JSON5 parser recurses once per level: a deeply nested file would overflow the stack.
+    let depth = nesting_depth(text);
+    if depth > MAX_NESTING {
+        return Err(format!(
+            "nested {depth} levels deep; an SNR table nests 2 (at most {MAX_NESTING} are read)"
+        ));
+    }
     let map: IndexMap<String, TableValue> = json5::from_str(text).map_err(|e| {
             format!("expected {{\"<module>\": {{\"snr\": ..., \"type\": ...}}}} or {{\"<type>\": {{\"<module>\": <snr>}}}}: {e}")
         })?;
@@ -181,5 +221,21 @@ pub(crate) fn descending(a: f64, b: f64) -> std::cmp::Ordering {
         (true, false) => std::cmp::Ordering::Greater,
         (false, true) => std::cmp::Ordering::Less,
         (false, false) => b.partial_cmp(&a).expect("neither is NaN"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Class 3 of the hostile-input issue: a deeply nested file is refused by its depth, before
+    /// the recursive parser sees it; brackets inside strings do not count.
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let error = parse_table(&deep).unwrap_err();
+        assert!(error.contains("100000 levels"), "{error}");
+        assert_eq!(nesting_depth(r#"{"a[": {"b": "}}}{{"}}"#), 2);
+        assert_eq!(nesting_depth(r#"{'x\'[': [1]}"#), 2);
     }
 }

@@ -16,7 +16,7 @@ use super::step::TrainStep;
 use crate::data::DataPosition;
 use crate::error::{Error, Result};
 use crate::io::SafetensorsFiles;
-use crate::io::{StoredTensor, write_atomic, write_json, write_safetensors};
+use crate::io::{StoredTensor, register_temporary, write_atomic, write_json, write_safetensors};
 use crate::nn::float_params_f32;
 
 const WEIGHTS: &str = "trainable.safetensors";
@@ -55,6 +55,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
             .prefix(&format!(".{name}-"))
             .tempdir_in(dir)
             .map_err(|e| Error::io(dir, e))?;
+        let registered = register_temporary(tmp.path());
         let (tensors, ids, targets) = self.trained_tensors(model);
         let weights = tmp.path().join(WEIGHTS);
         write_safetensors(&weights, &tensors).map_err(|e| Error::io(&weights, e))?;
@@ -76,6 +77,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
         }
         let kept = tmp.keep();
         std::fs::rename(&kept, &target).map_err(|e| Error::io(&target, e))?;
+        drop(registered);
         Ok(target)
     }
 

@@ -157,6 +157,7 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
     };
     let (model, step) = TrainStep::new(prepared.model, &prepared.trainable, train_config);
     let mut batches = Batches::new(&data.train, config.batch_size, eos, config.seed)?;
+    remove_unfinished_checkpoints(&dir.join("checkpoints"))?;
     let checkpoint = if config.resume {
         latest_checkpoint(&dir.join("checkpoints"))
     } else {
@@ -378,10 +379,20 @@ fn eval_before<B: AutodiffBackend>(
 /// Removes the checkpoints of an earlier run in this folder, so that a fresh run's latest
 /// checkpoint is its own.
 fn clear_checkpoints(dir: &Path) -> Result<()> {
+    remove_folders_named(dir, "checkpoint-")
+}
+
+/// Removes the hidden folders of checkpoints a killed run was still writing (`SIGKILL` leaves
+/// them; a run folder has one run at a time).
+fn remove_unfinished_checkpoints(dir: &Path) -> Result<()> {
+    remove_folders_named(dir, ".checkpoint-")
+}
+
+/// Removes the folders in `dir` whose names start with `prefix`.
+fn remove_folders_named(dir: &Path, prefix: &str) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with("checkpoint-") {
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
             std::fs::remove_dir_all(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
         }
     }

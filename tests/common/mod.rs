@@ -1,7 +1,7 @@
 #![allow(dead_code)]
 //! Helpers shared by the integration tests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -100,4 +100,17 @@ pub fn smollm2_dir() -> Option<PathBuf> {
         dir.display()
     );
     None
+}
+
+/// The lines of a run's `metrics.jsonl`, without their wall-clock `seconds`: what an
+/// interrupted and resumed run must reproduce.
+pub fn metrics_without_seconds(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .map(|line| {
+            let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+            value.as_object_mut().unwrap().remove("seconds");
+            value
+        })
+        .collect()
 }

@@ -1,6 +1,5 @@
 //! `spectrum generate`: continue a prompt with a model folder.
 
-use std::io::Write;
 use std::path::Path;
 
 use burn_spectrum::Result;
@@ -10,6 +9,8 @@ use burn_spectrum::model::{
     ChatMessage, GenerationConfig, LlamaForCausalLM, Tokenizer, eos_token_ids, generate,
 };
 use serde_json::json;
+
+use crate::stdout;
 
 /// How many of the largest last-prompt logits `--format json` reports.
 const TOP_LOGITS: usize = 20;
@@ -58,11 +59,11 @@ pub fn run(model_dir: &Path, prompt: &str, options: &Options) -> Result<()> {
             "text": text,
             "last_logits_top": top,
         });
-        println!("{line}");
+        stdout::println(&line.to_string())
     } else {
-        println!();
+        printer.finish()?;
+        stdout::println("")
     }
-    Ok(())
 }
 
 /// Prints the text of the tokens as they come. Decoding the whole continuation each time
@@ -72,6 +73,8 @@ struct Printer<'a> {
     enabled: bool,
     ids: Vec<u32>,
     printed: usize,
+    /// The first write error: printing stops there, and the command fails with it after.
+    failed: Option<burn_spectrum::Error>,
 }
 
 impl<'a> Printer<'a> {
@@ -81,11 +84,12 @@ impl<'a> Printer<'a> {
             enabled,
             ids: Vec::new(),
             printed: 0,
+            failed: None,
         }
     }
 
     fn push(&mut self, id: u32) {
-        if !self.enabled {
+        if !self.enabled || self.failed.is_some() {
             return;
         }
         self.ids.push(id);
@@ -97,9 +101,15 @@ impl<'a> Printer<'a> {
             return;
         }
         if text.len() > self.printed {
-            print!("{}", &text[self.printed..]);
-            let _ = std::io::stdout().flush();
+            if let Err(e) = stdout::print(&text[self.printed..]) {
+                self.failed = Some(e);
+            }
             self.printed = text.len();
         }
+    }
+
+    /// The write error that stopped printing, if any.
+    fn finish(self) -> Result<()> {
+        self.failed.map_or(Ok(()), Err)
     }
 }

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use crate::stdout;
 use burn_spectrum::Result;
 use burn_spectrum::model::gguf::{OutDtype, import_gguf as import};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -28,13 +29,12 @@ pub fn import_gguf(file: &Path, out_dir: &Path, dtype: OutDtype) -> Result<()> {
         .iter()
         .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
-    println!(
+    stdout::println(&format!(
         "imported {} tensors ({} parameters, {dtype}) in {:.2} s into {}: {}",
         summary.tensors.len(),
         summary.n_params,
         started.elapsed().as_secs_f64(),
         out_dir.display(),
         files.join(", ")
-    );
-    Ok(())
+    ))
 }

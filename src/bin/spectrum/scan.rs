@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::stdout;
 use burn_spectrum::Result;
 use burn_spectrum::spectrum::{SnrTable, SpectrumSelector, Threshold, write_spectrum_files};
 
@@ -30,13 +31,12 @@ pub fn scan(
     let table = report.table();
     let stem = format!("snr_results_{}", slug(model, model_name.as_deref()));
     let written = write_spectrum_files(&table, out_dir, &stem, true, &top_percent)?;
-    println!(
+    stdout::println(&format!(
         "scanned {} weights in {seconds:.2} s (threshold {}); wrote {}",
         report.modules.len(),
         threshold.name(),
         names(&written)
-    );
-    Ok(())
+    ))
 }
 
 pub fn select(snr_json: &Path, top_percent: &[u32], out_dir: &Path) -> Result<()> {
@@ -47,13 +47,12 @@ pub fn select(snr_json: &Path, top_percent: &[u32], out_dir: &Path) -> Result<()
         .unwrap_or_default();
     let stem = stem.strip_suffix("_sorted").unwrap_or(&stem).to_owned();
     let written = write_spectrum_files(&table, out_dir, &stem, false, top_percent)?;
-    println!(
+    stdout::println(&format!(
         "selected from {} modules of {} types; wrote {}",
         table.entries.len(),
         table.types().len(),
         names(&written)
-    );
-    Ok(())
+    ))
 }
 
 /// spectrum.py's slug: the model name with `/` and `_` replaced by `-`.

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::stdout;
 use burn_spectrum::train::{MethodName, TrainArgs, run_on};
 use burn_spectrum::{Error, Result};
 
@@ -38,13 +39,12 @@ pub fn train(paths: Paths, name: MethodName, args: &TrainArgs) -> Result<()> {
         (Some(before), Some(after)) => format!(", eval loss {before:.4} -> {after:.4}"),
         _ => String::new(),
     };
-    println!(
+    stdout::println(&format!(
         "{}: {} steps, {:.2} s/step, {:.0} tokens/s{eval}; wrote {}",
         summary.method,
         summary.steps,
         summary.seconds_per_step,
         summary.tokens_per_second,
         config.output_dir.join("model").display()
-    );
-    Ok(())
+    ))
 }

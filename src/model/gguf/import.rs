@@ -11,7 +11,9 @@ use super::permute::unpermute_rows;
 use super::tokenizer::{hf_generation_config, hf_tokenizer, hf_tokenizer_config};
 use crate::error::GgufError;
 use crate::io::gguf::{GgufFile, TensorInfo};
-use crate::io::{self, StoredTensor};
+use crate::io::{self, FileSet, StoredTensor};
+use crate::model::LlamaConfig;
+use crate::model::checkpoint_shapes::shape_mismatches;
 
 type Result<T> = std::result::Result<T, GgufError>;
 
@@ -84,6 +86,8 @@ pub fn import_gguf(
 ) -> Result<ImportSummary> {
     let gguf = GgufFile::open(file)?;
     let config = hf_config(&gguf, dtype)?;
+    check_model(&gguf, &config)?;
+    refuse_shadowing_files(out_dir)?;
     let json_files = [
         ("config.json", config.clone()),
         ("tokenizer.json", hf_tokenizer(&gguf)?),
@@ -122,16 +126,77 @@ pub fn import_gguf(
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     summary.tensors = tensors.iter().map(|(n, _)| n.clone()).collect();
 
-    fs::create_dir_all(out_dir).map_err(|e| GgufError::io(out_dir, e))?;
-    summary.files.push(write_safetensors(out_dir, tensors)?);
+    // One set: an interrupted or failed import leaves the folder's previous files whole.
+    let mut set = FileSet::new(out_dir);
+    set.add("model.safetensors", |path| {
+        io::write_safetensors_to(path, &tensors)
+    });
     for (name, value) in &json_files {
-        summary.files.push(write_json(out_dir, name, value)?);
+        let text = io::json_text(value).map_err(|e| GgufError::io(out_dir.join(name), e))?;
+        set.add_bytes(name, text);
     }
+    summary.files = set.write().map_err(|(path, e)| GgufError::io(path, e))?;
     Ok(summary)
+}
+
+/// Files in `out_dir` that loaders would read instead of, or beside, the imported
+/// `model.safetensors` (a sharded index, other `.safetensors` files) make the import refused:
+/// removing a user's files is not ours to do, and keeping them would leave the old weights
+/// winning.
+fn refuse_shadowing_files(out_dir: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(out_dir) else {
+        return Ok(()); // a new folder
+    };
+    let mut shadowing: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            name == crate::io::INDEX_FILE
+                || (name.ends_with(".safetensors") && name != "model.safetensors")
+        })
+        .collect();
+    if shadowing.is_empty() {
+        return Ok(());
+    }
+    shadowing.sort();
+    Err(GgufError::ShadowingFiles {
+        path: out_dir.to_path_buf(),
+        files: shadowing,
+    })
 }
 
 /// `(num_attention_heads, num_key_value_heads)` from a config that [`hf_config`] built (and
 /// so checked).
+/// The config the metadata gives must be valid and fit the tensors the file holds (checked on
+/// the header alone, before a tensor is converted): a `block_count` of 4294967295 or a wrong
+/// vocabulary would otherwise give a folder that no loader can use.
+fn check_model(gguf: &GgufFile, config: &Value) -> Result<()> {
+    let invalid =
+        |reason: String, lists: (Vec<String>, Vec<String>, Vec<String>)| GgufError::InvalidModel {
+            path: gguf.path().to_path_buf(),
+            reason,
+            missing: lists.0,
+            unexpected: lists.1,
+            misshaped: lists.2,
+        };
+    let llama = LlamaConfig::from_json(&config.to_string())
+        .map_err(|e| invalid(e.to_string(), Default::default()))?;
+    let present: Vec<(String, &[usize])> = gguf
+        .tensors()
+        .iter()
+        .filter_map(|t| Some((hf_tensor_name(&t.name)?, t.shape.as_slice())))
+        // Biases are written for transformers (`attention_bias`, `mlp_bias`); the config
+        // check is about the weights.
+        .filter(|(name, _)| !name.ends_with(".bias"))
+        .collect();
+    let present = present.iter().map(|(name, shape)| (name.as_str(), *shape));
+    let lists = shape_mismatches(&llama, present);
+    if lists.0.is_empty() && lists.1.is_empty() && lists.2.is_empty() {
+        return Ok(());
+    }
+    Err(invalid("its tensors do not fit its metadata".into(), lists))
+}
+
 fn head_counts(config: &Value) -> (usize, usize) {
     let get = |key: &str| config[key].as_u64().unwrap_or(1) as usize;
     (get("num_attention_heads"), get("num_key_value_heads"))
@@ -170,20 +235,6 @@ fn convert_tensor(
 }
 
 /// Write `model.safetensors` (metadata `{"format": "pt"}`) through a temporary file.
-fn write_safetensors(out_dir: &Path, tensors: Vec<(String, StoredTensor)>) -> Result<PathBuf> {
-    let path = out_dir.join("model.safetensors");
-    io::write_safetensors(&path, &tensors).map_err(|e| GgufError::io(&path, e))?;
-    Ok(path)
-}
-
-/// Write `value` as pretty JSON (with a final newline) to `out_dir/name` through a temporary
-/// file.
-fn write_json(out_dir: &Path, name: &str, value: &Value) -> Result<PathBuf> {
-    let path = out_dir.join(name);
-    io::write_json(&path, value).map_err(|e| GgufError::io(&path, e))?;
-    Ok(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
