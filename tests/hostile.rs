@@ -280,6 +280,48 @@ fn recursion_and_work_are_bounded() {
     .assert_refused(&["nested 60000 levels"]);
 
     let model = tiny_model(dir.path());
+    // A YAML nested 100k deep, in flow and in block style, as `--unfrozen-yaml`.
+    let data = dir.path().join("data.json");
+    let record = json!({"instruction": "Say 1.", "input": "", "output": "1."});
+    std::fs::write(&data, serde_json::to_vec(&vec![record; 8]).unwrap()).unwrap();
+    for (style, text) in [
+        (
+            "flow",
+            format!(
+                "unfrozen_parameters: {}{}",
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            ),
+        ),
+        (
+            "block",
+            format!("unfrozen_parameters:\n{}x\n", "- ".repeat(100_000)),
+        ),
+    ] {
+        let yaml = dir.path().join(format!("{style}.yaml"));
+        std::fs::write(&yaml, text).unwrap();
+        let out_dir = dir.path().join(style);
+        let args = [
+            "train",
+            s(&model),
+            "--data",
+            s(&data),
+            "--method",
+            "spectrum",
+            "--unfrozen-yaml",
+            s(&yaml),
+            "--output-dir",
+            s(&out_dir),
+            "--steps",
+            "1",
+            "--seq-len",
+            "256",
+            "--eval-samples",
+            "2",
+            "--quiet",
+        ];
+        run(&args).assert_refused(&[&format!("{style}.yaml")]);
+    }
     let endless = "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in \
         range(100000) %}x{% endfor %}{% endfor %}{% endfor %}";
     edit_json(&model.join("tokenizer_config.json"), |c| {

@@ -126,6 +126,12 @@ impl Selection {
             path: path.to_owned(),
             reason,
         };
+        // The loader recurses once per level: a deeply nested file would overflow the stack.
+        if yaml_depth(&text).map_err(&invalid)? > MAX_YAML_DEPTH {
+            return Err(invalid(format!(
+                "nested more than {MAX_YAML_DEPTH} levels deep; an axolotl config nests a few"
+            )));
+        }
         let docs =
             yaml_rust2::YamlLoader::load_from_str(&text).map_err(|e| invalid(e.to_string()))?;
         let list = docs
@@ -178,6 +184,32 @@ impl Selection {
         };
         module.visit(&mut visitor);
         visitor.ids
+    }
+}
+
+/// The deepest YAML nesting read.
+const MAX_YAML_DEPTH: usize = 64;
+
+/// How deep sequences and mappings nest in `text` (stopping once past [`MAX_YAML_DEPTH`]),
+/// pulled event by event: the parser's own loader recurses per level.
+fn yaml_depth(text: &str) -> std::result::Result<usize, String> {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    loop {
+        let (event, _) = parser.next_token().map_err(|e| e.to_string())?;
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                if deepest > MAX_YAML_DEPTH {
+                    return Ok(deepest);
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            Event::StreamEnd => return Ok(deepest),
+            _ => {}
+        }
     }
 }
 
