@@ -50,11 +50,8 @@ struct Cli {
 
 fn main() {
     burn_spectrum::backend::retain_freed_memory();
-    // Ctrl-C or a kill: temporary files and half-built checkpoints go too.
-    let _ = ctrlc::set_handler(|| {
-        burn_spectrum::remove_temporaries();
-        std::process::exit(130);
-    });
+    // Ctrl-C or a kill: temporary files (a half-written import is hundreds of MB) go too.
+    burn_spectrum::remove_temporaries_on_signal();
     let cli = Cli::try_parse().unwrap_or_else(|e| {
         let _ = e.print();
         std::process::exit(if e.use_stderr() { 1 } else { 0 })

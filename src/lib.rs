@@ -61,7 +61,7 @@ pub mod spectrum;
 pub mod train;
 
 pub use error::{Error, GgufError, Nf4Error, Result};
-pub use io::remove_temporaries;
+pub use io::remove_temporaries_on_signal;
 
 // The README's Rust snippets compile as doctests.
 #[doc = include_str!("../README.md")]

@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::temporaries::{critical_section, register};
+use super::temporaries::{critical_section, register, remove_folders_named};
 
 const STAGING_PREFIX: &str = ".spectrum-staging-";
 
@@ -69,7 +69,9 @@ impl<'a> FileSet<'a> {
         std::fs::create_dir_all(&dir).map_err(at(&dir))?;
         let folder = File::open(&dir).map_err(at(&dir))?;
         folder.lock().map_err(at(&dir))?;
-        remove_stale_staging(&dir);
+        // Staging folders that a killed writer left (SIGKILL cannot be handled): only a holder
+        // of the lock stages, and we hold it, so none is in use. Best effort.
+        let _ = remove_folders_named(&dir, STAGING_PREFIX);
         let staging = tempfile::Builder::new()
             .prefix(STAGING_PREFIX)
             .tempdir_in(&dir)
@@ -101,23 +103,6 @@ impl<'a> FileSet<'a> {
         // The renames are durable once the folder's entry list is.
         let _ = folder.sync_all();
         Ok(written)
-    }
-}
-
-/// Staging folders that a killed writer left (SIGKILL cannot be handled). Only a holder of the
-/// folder's lock stages, and we hold it, so none of them is in use.
-fn remove_stale_staging(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(STAGING_PREFIX)
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
     }
 }
 

@@ -12,5 +12,5 @@ pub(crate) use atomic::{
 };
 pub(crate) use file_set::FileSet;
 pub(crate) use safetensors::{INDEX_FILE, SafetensorsFiles, TensorEntry, is_float_dtype};
-pub(crate) use temporaries::register as register_temporary;
-pub use temporaries::remove_temporaries;
+pub use temporaries::remove_temporaries_on_signal;
+pub(crate) use temporaries::{register as register_temporary, remove_folders_named};

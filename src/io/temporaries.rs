@@ -2,8 +2,8 @@
 //!
 //! A temporary file is deleted when its owner is dropped, but a process ended by SIGINT or
 //! SIGTERM drops nothing: a 130 MB half-written import would stay behind. Each temporary
-//! path is registered here while it exists, and the binaries' signal handler calls
-//! [`remove_temporaries`] before exiting.
+//! path is registered here while it exists, and the handler that the binaries install with
+//! [`remove_temporaries_on_signal`] deletes them before exiting.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -42,13 +42,38 @@ fn lock() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     TEMPORARIES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Deletes every registered temporary file and folder (best effort): for a signal handler,
-/// just before the process exits. Waits for a set of files being renamed into place to be
-/// complete, and keeps any other from starting.
-pub fn remove_temporaries() {
+/// Makes SIGINT and SIGTERM (Ctrl-C, `kill`) delete the registered temporary files and
+/// folders, then exit with status 130. For a program's `main`; a failure to install the
+/// handler leaves the default behaviour (temporaries may stay behind).
+pub fn remove_temporaries_on_signal() {
+    let _ = ctrlc::set_handler(|| {
+        remove_temporaries();
+        std::process::exit(130);
+    });
+}
+
+/// Deletes every registered temporary file and folder (best effort), just before the process
+/// exits. Waits for a set of files being renamed into place to be complete, and keeps any
+/// other from starting.
+fn remove_temporaries() {
     std::mem::forget(critical_section());
     let paths: Vec<PathBuf> = lock().drain(..).collect();
     remove_paths(&paths);
+}
+
+/// Removes the folders in `dir` whose names start with `prefix` (the hidden folders a killed
+/// writer left, say); on failure, the folder that could not be removed.
+pub(crate) fn remove_folders_named(
+    dir: &Path,
+    prefix: &str,
+) -> Result<(), (PathBuf, std::io::Error)> {
+    let entries = std::fs::read_dir(dir).map_err(|e| (dir.to_path_buf(), e))?;
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            std::fs::remove_dir_all(entry.path()).map_err(|e| (entry.path(), e))?;
+        }
+    }
+    Ok(())
 }
 
 fn remove_paths(paths: &[PathBuf]) {

@@ -46,13 +46,30 @@ pub(crate) fn checkpoint_shapes(config: &LlamaConfig) -> Vec<(String, Vec<usize>
     shapes
 }
 
-/// What keeps `present` (`(name, shape)` of a checkpoint's tensors) from fitting `config`:
-/// `(missing, unexpected, misshaped)`, each sorted; all empty when it fits. A stored head
-/// beside a tied embedding is ignored, as transformers ignores it.
+/// What keeps a checkpoint from fitting a config, each list sorted.
+#[derive(Debug, Default)]
+pub(crate) struct ShapeMismatches {
+    /// Tensors the config calls for that the checkpoint lacks.
+    pub missing: Vec<String>,
+    /// Tensors of the checkpoint the config has no place for.
+    pub unexpected: Vec<String>,
+    /// `name: expected [..], found [..]`.
+    pub misshaped: Vec<String>,
+}
+
+impl ShapeMismatches {
+    /// Nothing is missing, unexpected or mis-shaped.
+    pub(crate) fn fits(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.misshaped.is_empty()
+    }
+}
+
+/// What keeps `present` (`(name, shape)` of a checkpoint's tensors) from fitting `config`. A
+/// stored head beside a tied embedding is ignored, as transformers ignores it.
 pub(crate) fn shape_mismatches<'a>(
     config: &LlamaConfig,
     present: impl IntoIterator<Item = (&'a str, &'a [usize])>,
-) -> (Vec<String>, Vec<String>, Vec<String>) {
+) -> ShapeMismatches {
     let mut unused: BTreeMap<&str, &[usize]> = present
         .into_iter()
         .filter(|(name, _)| !is_ignored(name))
@@ -73,7 +90,11 @@ pub(crate) fn shape_mismatches<'a>(
     missing.sort();
     misshaped.sort();
     let unexpected = unused.keys().map(|name| name.to_string()).collect();
-    (missing, unexpected, misshaped)
+    ShapeMismatches {
+        missing,
+        unexpected,
+        misshaped,
+    }
 }
 
 #[cfg(test)]
@@ -94,8 +115,7 @@ mod tests {
         let shapes = checkpoint_shapes(&config);
         assert_eq!(shapes.len(), 1 + 2 * 9 + 1 + 1);
         let present = shapes.iter().map(|(n, s)| (n.as_str(), s.as_slice()));
-        let (missing, unexpected, misshaped) = shape_mismatches(&config, present);
-        assert!(missing.is_empty() && unexpected.is_empty() && misshaped.is_empty());
+        assert!(shape_mismatches(&config, present).fits());
         let k = shapes
             .iter()
             .find(|(n, _)| n.ends_with("0.self_attn.k_proj.weight"));
@@ -113,7 +133,11 @@ mod tests {
             .collect();
         present.push(("model.layers.9.extra.weight", &[1]));
         let claims = config(r#","vocab_size":11,"num_hidden_layers":3"#);
-        let (missing, unexpected, misshaped) = shape_mismatches(&claims, present.clone());
+        let ShapeMismatches {
+            missing,
+            unexpected,
+            misshaped,
+        } = shape_mismatches(&claims, present.clone());
         assert!(
             missing
                 .iter()
@@ -126,7 +150,11 @@ mod tests {
                 .any(|m| m.starts_with("model.embed_tokens.weight"))
         );
         let tied = config(r#","tie_word_embeddings":true"#);
-        let (missing, unexpected, _) = shape_mismatches(&tied, present);
+        let ShapeMismatches {
+            missing,
+            unexpected,
+            ..
+        } = shape_mismatches(&tied, present);
         assert!(missing.is_empty());
         assert_eq!(
             unexpected,

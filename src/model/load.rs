@@ -56,13 +56,13 @@ impl<B: Backend> LlamaForCausalLM<B> {
             .tensors()
             .iter()
             .map(|t| (t.name.as_str(), t.shape.as_slice()));
-        let (missing, unexpected, misshaped) = shape_mismatches(&config, present);
-        if !(missing.is_empty() && unexpected.is_empty() && misshaped.is_empty()) {
+        let mismatches = shape_mismatches(&config, present);
+        if !mismatches.fits() {
             return Err(Error::TensorMismatch {
                 path: dir.to_path_buf(),
-                missing,
-                unexpected,
-                misshaped,
+                missing: mismatches.missing,
+                unexpected: mismatches.unexpected,
+                misshaped: mismatches.misshaped,
             });
         }
         let mut filler = Filler::new(dir, &files, device);

@@ -28,7 +28,7 @@ use crate::data::{
     AlpacaData, Batch, Batches, EncodeOptions, Example, PreparedData, prepare, read_alpaca,
 };
 use crate::error::{Error, Result};
-use crate::io::write_json;
+use crate::io::{remove_folders_named, write_json};
 use crate::model::{GenerationConfig, LlamaConfig, LlamaForCausalLM, Tokenizer, generate};
 use crate::peft::save_adapter;
 
@@ -379,24 +379,13 @@ fn eval_before<B: AutodiffBackend>(
 /// Removes the checkpoints of an earlier run in this folder, so that a fresh run's latest
 /// checkpoint is its own.
 fn clear_checkpoints(dir: &Path) -> Result<()> {
-    remove_folders_named(dir, "checkpoint-")
+    remove_folders_named(dir, "checkpoint-").map_err(|(path, e)| Error::io(path, e))
 }
 
 /// Removes the hidden folders of checkpoints a killed run was still writing (`SIGKILL` leaves
 /// them; a run folder has one run at a time).
 fn remove_unfinished_checkpoints(dir: &Path) -> Result<()> {
-    remove_folders_named(dir, ".checkpoint-")
-}
-
-/// Removes the folders in `dir` whose names start with `prefix`.
-fn remove_folders_named(dir: &Path, prefix: &str) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(prefix) {
-            std::fs::remove_dir_all(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
-        }
-    }
-    Ok(())
+    remove_folders_named(dir, ".checkpoint-").map_err(|(path, e)| Error::io(path, e))
 }
 
 /// A bar with step, loss, tokens/s and ETA; hidden when not asked for or not on a terminal.

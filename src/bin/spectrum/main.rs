@@ -121,10 +121,7 @@ fn percent() -> clap::builder::RangedI64ValueParser<u32> {
 fn main() -> ExitCode {
     burn_spectrum::backend::retain_freed_memory();
     // Ctrl-C or a kill: temporary files (a half-written import is hundreds of MB) go too.
-    let _ = ctrlc::set_handler(|| {
-        burn_spectrum::remove_temporaries();
-        std::process::exit(130);
-    });
+    burn_spectrum::remove_temporaries_on_signal();
     // Usage errors exit with 1, as every other bad input does; help and version with 0.
     let cli = Cli::try_parse().unwrap_or_else(|e| {
         let _ = e.print();

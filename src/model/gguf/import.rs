@@ -13,7 +13,7 @@ use crate::error::GgufError;
 use crate::io::gguf::{GgufFile, TensorInfo};
 use crate::io::{self, FileSet, StoredTensor};
 use crate::model::LlamaConfig;
-use crate::model::checkpoint_shapes::shape_mismatches;
+use crate::model::checkpoint_shapes::{ShapeMismatches, shape_mismatches};
 
 type Result<T> = std::result::Result<T, GgufError>;
 
@@ -86,7 +86,7 @@ pub fn import_gguf(
 ) -> Result<ImportSummary> {
     let gguf = GgufFile::open(file)?;
     let config = hf_config(&gguf, dtype)?;
-    check_model(&gguf, &config)?;
+    let llama = checked_model(&gguf, &config)?;
     refuse_shadowing_files(out_dir)?;
     let json_files = [
         ("config.json", config.clone()),
@@ -94,7 +94,7 @@ pub fn import_gguf(
         ("tokenizer_config.json", hf_tokenizer_config(&gguf)?),
         ("generation_config.json", hf_generation_config(&gguf)?),
     ];
-    let heads = head_counts(&config);
+    let heads = (llama.num_attention_heads, llama.num_key_value_heads);
     let mut summary = ImportSummary {
         out_dir: out_dir.to_path_buf(),
         files: Vec::new(),
@@ -165,20 +165,17 @@ fn refuse_shadowing_files(out_dir: &Path) -> Result<()> {
     })
 }
 
-/// `(num_attention_heads, num_key_value_heads)` from a config that [`hf_config`] built (and
-/// so checked).
-/// The config the metadata gives must be valid and fit the tensors the file holds (checked on
-/// the header alone, before a tensor is converted): a `block_count` of 4294967295 or a wrong
-/// vocabulary would otherwise give a folder that no loader can use.
-fn check_model(gguf: &GgufFile, config: &Value) -> Result<()> {
-    let invalid =
-        |reason: String, lists: (Vec<String>, Vec<String>, Vec<String>)| GgufError::InvalidModel {
-            path: gguf.path().to_path_buf(),
-            reason,
-            missing: lists.0,
-            unexpected: lists.1,
-            misshaped: lists.2,
-        };
+/// The config the metadata gives, parsed: it must be valid and fit the tensors the file holds
+/// (checked on the header alone, before a tensor is converted), since a `block_count` of
+/// 4294967295 or a wrong vocabulary would otherwise give a folder that no loader can use.
+fn checked_model(gguf: &GgufFile, config: &Value) -> Result<LlamaConfig> {
+    let invalid = |reason: String, lists: ShapeMismatches| GgufError::InvalidModel {
+        path: gguf.path().to_path_buf(),
+        reason,
+        missing: lists.missing,
+        unexpected: lists.unexpected,
+        misshaped: lists.misshaped,
+    };
     let llama = LlamaConfig::from_json(&config.to_string())
         .map_err(|e| invalid(e.to_string(), Default::default()))?;
     let present: Vec<(String, &[usize])> = gguf
@@ -190,16 +187,14 @@ fn check_model(gguf: &GgufFile, config: &Value) -> Result<()> {
         .filter(|(name, _)| !name.ends_with(".bias"))
         .collect();
     let present = present.iter().map(|(name, shape)| (name.as_str(), *shape));
-    let lists = shape_mismatches(&llama, present);
-    if lists.0.is_empty() && lists.1.is_empty() && lists.2.is_empty() {
-        return Ok(());
+    let mismatches = shape_mismatches(&llama, present);
+    if !mismatches.fits() {
+        return Err(invalid(
+            "its tensors do not fit its metadata".into(),
+            mismatches,
+        ));
     }
-    Err(invalid("its tensors do not fit its metadata".into(), lists))
-}
-
-fn head_counts(config: &Value) -> (usize, usize) {
-    let get = |key: &str| config[key].as_u64().unwrap_or(1) as usize;
-    (get("num_attention_heads"), get("num_key_value_heads"))
+    Ok(llama)
 }
 
 /// One GGUF tensor dequantized, un-permuted if it is a q or k projection, and encoded.
@@ -234,7 +229,6 @@ fn convert_tensor(
     })
 }
 
-/// Write `model.safetensors` (metadata `{"format": "pt"}`) through a temporary file.
 #[cfg(test)]
 mod tests {
     use super::*;
