@@ -8,7 +8,7 @@ use std::path::Path;
 use safetensors::{Dtype, View};
 use tempfile::NamedTempFile;
 
-use super::temporaries::register;
+use super::temporaries::create_registered;
 use crate::error::{Error, Result};
 
 /// Writes `bytes` to `path` atomically.
@@ -26,8 +26,7 @@ pub(super) fn write_atomic_with(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = temp_file_in(dir)?;
-    let _registered = register(tmp.path());
+    let (tmp, _registered) = create_registered(|| temp_file_in(dir), |tmp| tmp.path())?;
     write(tmp.path())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;

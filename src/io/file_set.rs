@@ -4,13 +4,13 @@
 //! Every file is first written into a hidden staging folder beside the destination (same file
 //! system), and only when all are written are they renamed into place, one rename each. Runs
 //! that write the same folder take turns: each holds an exclusive lock on the folder itself
-//! from staging to the last rename. The staging folder is removed afterwards, and on SIGINT or
-//! SIGTERM (see [`super::temporaries`]).
+//! from staging to the last rename. The staging folder is removed afterwards; SIGINT or SIGTERM
+//! waits for a set being written, so it lands whole (see [`super::temporaries`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::temporaries::{critical_section, register, remove_folders_named};
+use super::temporaries::{create_registered, critical_section, remove_folders_named};
 
 const STAGING_PREFIX: &str = ".spectrum-staging-";
 
@@ -72,11 +72,17 @@ impl<'a> FileSet<'a> {
         // Staging folders that a killed writer left (SIGKILL cannot be handled): only a holder
         // of the lock stages, and we hold it, so none is in use. Best effort.
         let _ = remove_folders_named(&dir, STAGING_PREFIX);
-        let staging = tempfile::Builder::new()
-            .prefix(STAGING_PREFIX)
-            .tempdir_in(&dir)
-            .map_err(at(&dir))?;
-        let _registered = register(staging.path());
+        // The whole set, staging included: an interrupt waits for it (see `temporaries`).
+        let _uninterrupted = critical_section();
+        let (staging, _registered) = create_registered(
+            || {
+                tempfile::Builder::new()
+                    .prefix(STAGING_PREFIX)
+                    .tempdir_in(&dir)
+            },
+            |staging| staging.path(),
+        )
+        .map_err(at(&dir))?;
         let mut names = Vec::with_capacity(self.files.len());
         for (name, write) in self.files {
             let staged = staging.path().join(&name);
@@ -86,7 +92,6 @@ impl<'a> FileSet<'a> {
                 .map_err(at(&staged))?;
             names.push(name);
         }
-        let _uninterrupted = critical_section();
         for name in &self.stale {
             let path = dir.join(name);
             match std::fs::remove_file(&path) {

@@ -13,4 +13,4 @@ pub(crate) use atomic::{
 pub(crate) use file_set::FileSet;
 pub(crate) use safetensors::{INDEX_FILE, SafetensorsFiles, TensorEntry, is_float_dtype};
 pub use temporaries::remove_temporaries_on_signal;
-pub(crate) use temporaries::{register as register_temporary, remove_folders_named};
+pub(crate) use temporaries::{create_registered, critical_section, remove_folders_named};

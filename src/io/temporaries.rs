@@ -10,8 +10,9 @@ use std::sync::Mutex;
 
 static TEMPORARIES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// Held while a set of files is renamed into place; the signal handler waits for it, so an
-/// interrupt never leaves half of a set renamed.
+/// Held while a set of files is staged and renamed into place; the signal handler waits for
+/// it, so an interrupt never leaves half of a set renamed, nor races a write into a folder it
+/// is removing.
 static CRITICAL: Mutex<()> = Mutex::new(());
 
 /// A section the signal handler will not interrupt (it waits until the guard is dropped).
@@ -22,10 +23,18 @@ pub(crate) fn critical_section() -> std::sync::MutexGuard<'static, ()> {
 /// A registered temporary path; unregistered when dropped (its owner deletes it).
 pub(crate) struct Registered(PathBuf);
 
-/// Registers `path` for removal on a signal, until the returned guard is dropped.
-pub(crate) fn register(path: &Path) -> Registered {
-    lock().push(path.to_path_buf());
-    Registered(path.to_path_buf())
+/// Creates a temporary file or folder with `create` and registers its path (`path_of`) for
+/// removal on a signal, until the returned guard is dropped. Both happen under the registry's
+/// lock, so a signal cannot fall between them.
+pub(crate) fn create_registered<T>(
+    create: impl FnOnce() -> std::io::Result<T>,
+    path_of: impl FnOnce(&T) -> &Path,
+) -> std::io::Result<(T, Registered)> {
+    let mut paths = lock();
+    let value = create()?;
+    let path = path_of(&value).to_path_buf();
+    paths.push(path.clone());
+    Ok((value, Registered(path)))
 }
 
 impl Drop for Registered {
@@ -57,8 +66,11 @@ pub fn remove_temporaries_on_signal() {
 /// other from starting.
 fn remove_temporaries() {
     std::mem::forget(critical_section());
-    let paths: Vec<PathBuf> = lock().drain(..).collect();
+    // The registry stays locked: no temporary is created (or released) after this.
+    let mut registry = lock();
+    let paths: Vec<PathBuf> = registry.drain(..).collect();
     remove_paths(&paths);
+    std::mem::forget(registry);
 }
 
 /// Removes the folders in `dir` whose names start with `prefix` (the hidden folders a killed
@@ -96,7 +108,7 @@ mod tests {
     fn paths_are_registered_while_guarded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a");
-        let guard = register(&path);
+        let (_, guard) = create_registered(|| Ok(path.clone()), |p| p.as_path()).unwrap();
         assert!(lock().contains(&path));
         drop(guard);
         assert!(!lock().contains(&path));

@@ -16,7 +16,9 @@ use super::step::TrainStep;
 use crate::data::DataPosition;
 use crate::error::{Error, Result};
 use crate::io::SafetensorsFiles;
-use crate::io::{StoredTensor, register_temporary, write_atomic, write_json, write_safetensors};
+use crate::io::{
+    StoredTensor, create_registered, critical_section, write_atomic, write_json, write_safetensors,
+};
 use crate::nn::float_params_f32;
 
 const WEIGHTS: &str = "trainable.safetensors";
@@ -51,11 +53,17 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
     pub fn save_checkpoint(&self, model: &M, state: &TrainerState, dir: &Path) -> Result<PathBuf> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let name = format!("checkpoint-{}", state.step);
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}-"))
-            .tempdir_in(dir)
-            .map_err(|e| Error::io(dir, e))?;
-        let registered = register_temporary(tmp.path());
+        // A signal waits for the checkpoint to be whole (see `io::critical_section`).
+        let uninterrupted = critical_section();
+        let (tmp, registered) = create_registered(
+            || {
+                tempfile::Builder::new()
+                    .prefix(&format!(".{name}-"))
+                    .tempdir_in(dir)
+            },
+            |tmp| tmp.path(),
+        )
+        .map_err(|e| Error::io(dir, e))?;
         let (tensors, ids, targets) = self.trained_tensors(model);
         let weights = tmp.path().join(WEIGHTS);
         write_safetensors(&weights, &tensors).map_err(|e| Error::io(&weights, e))?;
@@ -78,6 +86,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
         let kept = tmp.keep();
         std::fs::rename(&kept, &target).map_err(|e| Error::io(&target, e))?;
         drop(registered);
+        drop(uninterrupted);
         Ok(target)
     }
 
