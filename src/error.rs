@@ -144,6 +144,19 @@ pub enum Error {
         /// The loss.
         loss: f64,
     },
+    /// A backward pass gave no gradient for some trainable parameters.
+    #[error(
+        "the backward pass gave gradients for {got} of {expected} trainable parameters: \
+         burn-autodiff 0.21 can drop a graph's steps when a forward pass on the autodiff model \
+         was left without a backward pass; compute losses that are not trained on with \
+         `model.valid()`"
+    )]
+    LostGradients {
+        /// Trainable parameters.
+        expected: usize,
+        /// Trainable parameters that got a gradient.
+        got: usize,
+    },
     /// Training produced gradients with a NaN or infinite norm.
     #[error("the gradient norm is {norm} at step {step}: training stopped")]
     NonFiniteGradient {

@@ -7,6 +7,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::{ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{ElementConversion, Tensor};
+use burn_spectrum::Error;
 use burn_spectrum::data::Batch;
 use burn_spectrum::model::{IGNORE_INDEX, LlamaForCausalLM};
 use burn_spectrum::peft::{LoraConfig, TargetModules, quantize_nf4};
@@ -317,13 +318,36 @@ fn a_batch_without_targets_has_a_nan_loss_on_both_routes() {
     for row in &mut batch.labels {
         row.fill(IGNORE_INDEX);
     }
+    let options = MemoryOptions::default();
+    let micro = batch_gradients(&model, &batch, &options).unwrap();
+    let pieces: f64 = micro.loss.into_scalar().elem();
     let plain: f64 = batch_loss(&model, &batch)
         .unwrap()
         .loss
         .into_scalar()
         .elem();
-    let options = MemoryOptions::default();
-    let micro = batch_gradients(&model, &batch, &options).unwrap();
-    let pieces: f64 = micro.loss.into_scalar().elem();
     assert!(plain.is_nan() && pieces.is_nan(), "{plain} {pieces}");
+}
+
+/// A forward pass on the autodiff model left without a backward pass makes burn-autodiff
+/// 0.21 lose steps of the pieces' graphs now and then (about one batch in ten here): each
+/// batch then has every trainable parameter's gradient, or is refused, never partial.
+#[test]
+fn a_forward_pass_left_without_backward_never_gives_partial_gradients() {
+    let batch = batch();
+    let reference = model("models/llama_gqa");
+    let expected = batch_gradients(&reference, &batch, &MemoryOptions::default()).unwrap();
+    let expected = gradient_values(&reference, &expected.grads.unwrap());
+    for _ in 0..40 {
+        let model = model("models/llama_gqa");
+        drop(batch_loss(&model, &batch).unwrap());
+        match batch_gradients(&model, &batch, &MemoryOptions::default()) {
+            Ok(micro) => {
+                let got = gradient_values(&model, &micro.grads.unwrap());
+                assert_eq!(got.iter().filter(|g| g.is_some()).count(), expected.len());
+            }
+            Err(Error::LostGradients { expected, got }) => assert!(got < expected),
+            Err(other) => panic!("{other}"),
+        }
+    }
 }

@@ -8,15 +8,16 @@
 //! back-propagated from `sum(output * grad_output)`, whose gradient is exactly `grad_output`.
 //! The gradients are those of one graph over the whole batch (summation order aside).
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
 
+use super::freeze::trainable_params;
 use super::loss::{chunk_positions, labels_tensor};
 use super::step::MicroLoss;
 use crate::data::Batch;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{
     AttentionContext, LlamaForCausalLM, check_padding, ids_tensor, next_token_pairs,
 };
@@ -60,6 +61,12 @@ impl MemoryOptions {
 ///
 /// # Shapes
 /// - batch: `[rows][seq]` ids, mask and labels; the loss is `[1]`.
+///
+/// # Errors
+/// [`Error::LostGradients`] when a trainable parameter got no gradient: burn-autodiff 0.21
+/// can drop steps of the layers' graph while it outlives the head's backward passes, when a
+/// forward pass on the same model was left without a backward pass (evaluate on
+/// `model.valid()` instead). Never a silently partial step.
 pub fn batch_gradients<B: AutodiffBackend>(
     model: &LlamaForCausalLM<B>,
     batch: &Batch,
@@ -100,10 +107,18 @@ pub fn batch_gradients<B: AutodiffBackend>(
             grads.add(backprop_graph(model.embed(ids), grad));
         }
     }
+    let grads = grads.finish();
+    let expected = trainable_params(model).len();
+    if grads.len() < expected {
+        return Err(Error::LostGradients {
+            expected,
+            got: grads.len(),
+        });
+    }
     Ok(MicroLoss {
         loss: Tensor::from_inner(loss),
         tokens: batch.target_tokens(),
-        grads: Some(grads.finish()),
+        grads: Some(grads),
     })
 }
 
@@ -191,9 +206,17 @@ fn head_pieces<B: AutodiffBackend>(
     chunk: usize,
     grads: &mut Accumulated<B>,
 ) -> (Tensor<B::InnerBackend, 1>, Tensor<B::InnerBackend, 3>) {
-    let last_output = last_output.require_grad();
-    let normed = model.model.norm.forward(last_output.clone());
-    let (predicting, targets) = next_token_pairs(normed, labels);
+    // The chunks read the normed states without a graph; the norm's graph is built again just
+    // before its own backward. A graph kept alive across the chunks' backward passes can lose
+    // steps to burn-autodiff's cleanup when an abandoned forward graph shares its parameters
+    // (tracel-ai/burn#5573 is the threaded form), and the norm's gradient then went missing.
+    let normed = model
+        .model
+        .norm
+        .valid()
+        .forward(last_output.clone().inner());
+    let (predicting, targets) =
+        next_token_pairs(Tensor::<B, 3>::from_inner(normed), labels.clone());
     let positions = targets.dims()[0];
     // No target at all gives 0 / 0, a NaN loss, as the plain route's mean does: the step
     // then stops with `NonFiniteLoss` instead of taking a step on nothing.
@@ -227,6 +250,9 @@ fn head_pieces<B: AutodiffBackend>(
         start += len;
     }
     let grad = Tensor::cat(chunk_grads, 0);
+    let last_output = last_output.require_grad();
+    let normed = model.model.norm.forward(last_output.clone());
+    let (predicting, _) = next_token_pairs(normed, labels);
     let mut norm_grads = backprop_graph(predicting, grad);
     let grad = last_output
         .grad_remove(&mut norm_grads)
