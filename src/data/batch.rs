@@ -112,13 +112,17 @@ impl<'a> Batches<'a> {
         self.position.epoch + u64::from(self.position.offset >= self.order.len())
     }
 
-    fn shuffle(&mut self) {
-        self.order = (0..self.examples.len()).collect();
+    /// The order in which epoch `epoch` of a stream seeded with `seed` visits `len` examples.
+    pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..len).collect();
         // Distinct, reproducible streams per epoch.
-        let mut rng = StdRng::seed_from_u64(
-            self.seed ^ self.position.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
-        self.order.shuffle(&mut rng);
+        let mut rng = StdRng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        order.shuffle(&mut rng);
+        order
+    }
+
+    fn shuffle(&mut self) {
+        self.order = Self::epoch_order(self.examples.len(), self.seed, self.position.epoch);
     }
 }
 

@@ -13,7 +13,7 @@ use burn::tensor::{Device, Tensor};
 
 /// AdamW's settings, with the step of [`SimpleOptimizer`].
 #[derive(Clone)]
-pub(crate) struct FusedAdamW {
+pub struct FusedAdamW {
     composed: AdamW,
     beta_1: f32,
     beta_2: f32,

@@ -119,7 +119,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
             .filter_map(|(path, &scale)| restored.get(path).map(|&id| (id, scale)))
             .collect();
         let trained = restored.into_values().collect();
-        let step = self.restored(&model, record, state.step, trained, lr_scales);
+        let step = self.restored(&model, record, state.step, trained, lr_scales)?;
         Ok((model, step, state))
     }
 

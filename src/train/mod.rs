@@ -4,22 +4,28 @@
 mod adamw;
 mod args;
 mod checkpoint;
+mod config;
 mod estimate;
 mod freeze;
 mod grad_norm;
 mod gradients;
+#[cfg(feature = "train")]
+pub mod learner;
 mod loss;
 mod lr_scale;
 mod memory;
 mod method;
 mod metrics_log;
+mod optimizer;
 mod run;
 mod schedule;
 mod step;
 mod trainer;
 
+pub use adamw::FusedAdamW;
 pub use args::{MethodName, TrainArgs};
 pub use checkpoint::{TrainerState, latest_checkpoint};
+pub use config::TrainConfig;
 pub use estimate::{HEADROOM, MemoryEstimate, available_memory_bytes};
 pub use freeze::{count_params, freeze_except, trainable_params};
 pub use grad_norm::{clip_grad_norm, global_grad_norm};
@@ -29,7 +35,8 @@ pub use lr_scale::{SnrLrScaling, snr_lr_scales};
 pub use memory::MemoryReport;
 pub use method::{Method, Prepared, SpectrumSource};
 pub use metrics_log::{MetricsLine, read_metrics};
+pub use optimizer::{SelectiveAdamW, SelectiveAdamWRecord};
 pub use run::{RunConfig, RunSummary, peak_rss_mib, read_summary, run, run_on};
 pub use schedule::LrSchedule;
-pub use step::{MicroLoss, StepFailure, StepMetrics, TrainConfig, TrainStep};
+pub use step::{MicroLoss, StepFailure, StepMetrics, TrainStep};
 pub use trainer::{Reselect, Reselection, TrainReport, TrainerOptions, train, train_with};

@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::latest_checkpoint;
+use super::config::TrainConfig;
 use super::estimate::{MemoryEstimate, available_memory_bytes};
 use super::gradients::{MemoryOptions, batch_gradients};
 use super::loss::mean_loss;
@@ -21,7 +22,7 @@ use super::memory::MemoryReport;
 use super::method::{Method, SpectrumSource};
 use super::metrics_log::{MetricsLine, MetricsLog};
 use super::schedule::LrSchedule;
-use super::step::{TrainConfig, TrainStep};
+use super::step::TrainStep;
 use super::trainer::{TrainerOptions, train_with};
 use crate::backend::BackendName;
 use crate::data::{

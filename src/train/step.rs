@@ -1,57 +1,17 @@
 //! `TrainStep`: one optimizer step over micro-batches, updating only the trainable parameters.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
-use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
-use burn::optim::adaptor::OptimizerAdaptor;
+use burn::module::{AutodiffModule, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
-
-use super::adamw::FusedAdamW;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 
+use super::config::TrainConfig;
 use super::freeze::{freeze_except, trainable_params};
-use super::grad_norm::{clip_grad_norm, scale_grads};
-use super::schedule::LrSchedule;
+use super::grad_norm::scale_grads;
+use super::optimizer::{SelectiveAdamW, SelectiveAdamWRecord};
 use crate::error::{Error, Result};
-
-/// Optimizer settings: AdamW with decoupled weight decay, global-norm clipping, a schedule.
-#[derive(Clone, Debug)]
-pub struct TrainConfig {
-    /// The learning rate per step.
-    pub schedule: LrSchedule,
-    /// AdamW's decoupled weight decay.
-    pub weight_decay: f64,
-    /// AdamW's first-moment decay.
-    pub beta_1: f64,
-    /// AdamW's second-moment decay.
-    pub beta_2: f64,
-    /// AdamW's epsilon.
-    pub epsilon: f64,
-    /// Clip the global gradient norm to this; `None` leaves gradients as they are.
-    pub max_grad_norm: Option<f64>,
-    /// The run's one seed. The backend's random numbers (dropout) are seeded from
-    /// `(seed, step)` at every step, so a resumed run draws what the uninterrupted one drew;
-    /// [`train`](super::train()) records it in checkpoints. Give the same seed to the data
-    /// (`data::prepare`, `data::Batches::new`), which derive their order from it.
-    pub seed: u64,
-}
-
-impl Default for TrainConfig {
-    /// transformers' `TrainingArguments` defaults: lr 5e-5, no weight decay, betas
-    /// (0.9, 0.999), eps 1e-8, max grad norm 1.
-    fn default() -> Self {
-        TrainConfig {
-            schedule: LrSchedule::constant(5e-5),
-            weight_decay: 0.0,
-            beta_1: 0.9,
-            beta_2: 0.999,
-            epsilon: 1e-8,
-            max_grad_norm: Some(1.0),
-            seed: 0,
-        }
-    }
-}
 
 /// What one step did.
 #[derive(Clone, Debug, PartialEq)]
@@ -120,11 +80,10 @@ impl<B: Backend> MicroLoss<B> {
 /// The trainable set can change between steps ([`TrainStep::retarget`]), and each parameter
 /// can have its own learning-rate multiplier ([`TrainStep::set_lr_scales`]).
 pub struct TrainStep<B: AutodiffBackend, M: AutodiffModule<B>> {
-    optimizer: OptimizerAdaptor<FusedAdamW, M, B>,
+    optimizer: SelectiveAdamW<B, M>,
     trainable: Vec<ParamId>,
     /// Every parameter trained so far, the current ones included: what a checkpoint saves.
     trained: HashSet<ParamId>,
-    lr_scales: HashMap<ParamId, f64>,
     config: TrainConfig,
     step: usize,
 }
@@ -134,13 +93,12 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
     /// Returns the frozen model with the step.
     pub fn new(model: M, trainable: &[ParamId], config: TrainConfig) -> (M, Self) {
         let model = freeze_except(model, trainable);
-        let optimizer = adamw(&config);
+        let optimizer = SelectiveAdamW::new(&config);
         let trainable = trainable_params(&model);
         let step = TrainStep {
             optimizer,
             trained: trainable.iter().copied().collect(),
             trainable,
-            lr_scales: HashMap::new(),
             config,
             step: 0,
         };
@@ -165,33 +123,19 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
         let model = freeze_except(model, trainable);
         self.trainable = trainable_params(&model);
         let kept: HashSet<ParamId> = self.trainable.iter().copied().collect();
-        let mut record = self.optimizer.to_record();
-        record.retain(|id, _| kept.contains(id));
-        self.optimizer = adamw(&self.config).load_record(record);
+        self.optimizer.retain(&kept);
         self.trained.extend(kept.iter().copied());
-        self.lr_scales.retain(|id, _| kept.contains(id));
         model
     }
 
-    /// Per-parameter learning-rate multipliers: a parameter listed here steps at
-    /// `scale * lr`, the others at `lr` (as PyTorch parameter groups with their own rates).
-    /// Weight decay follows the scaled rate, as AdamW's decoupled decay does. A multiplier
-    /// that is negative or not finite is refused.
+    /// Per-parameter learning-rate multipliers: see [`SelectiveAdamW::set_lr_scales`].
     pub fn set_lr_scales(&mut self, scales: HashMap<ParamId, f64>) -> Result<()> {
-        if let Some(bad) = scales.values().find(|s| !(s.is_finite() && **s >= 0.0)) {
-            return Err(Error::InvalidSetting {
-                name: "learning-rate multiplier",
-                value: bad.to_string(),
-                expected: "must be finite and >= 0",
-            });
-        }
-        self.lr_scales = scales;
-        Ok(())
+        self.optimizer.set_lr_scales(scales)
     }
 
     /// The multipliers set by [`TrainStep::set_lr_scales`].
     pub fn lr_scales(&self) -> &HashMap<ParamId, f64> {
-        &self.lr_scales
+        self.optimizer.lr_scales()
     }
 
     /// The number of steps taken.
@@ -205,9 +149,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
     }
 
     /// The optimizer's state, for checkpoints.
-    pub(crate) fn optimizer_record(
-        &self,
-    ) -> <OptimizerAdaptor<FusedAdamW, M, B> as Optimizer<M, B>>::Record {
+    pub(crate) fn optimizer_record(&self) -> SelectiveAdamWRecord<B, M> {
         self.optimizer.to_record()
     }
 
@@ -217,18 +159,18 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
     pub(crate) fn restored(
         mut self,
         model: &M,
-        record: <OptimizerAdaptor<FusedAdamW, M, B> as Optimizer<M, B>>::Record,
+        record: SelectiveAdamWRecord<B, M>,
         steps_done: usize,
         trained: HashSet<ParamId>,
         lr_scales: HashMap<ParamId, f64>,
-    ) -> Self {
+    ) -> Result<Self> {
         self.optimizer = self.optimizer.load_record(record);
+        self.optimizer.set_lr_scales(lr_scales)?;
         self.trainable = trainable_params(model);
         self.step = steps_done;
         self.trained = trained;
         self.trained.extend(self.trainable.iter().copied());
-        self.lr_scales = lr_scales;
-        self
+        Ok(self)
     }
 
     /// How many parameter tensors the optimizer keeps state for.
@@ -293,10 +235,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
             accumulator.accumulate(&model, grads);
         }
         let mut grads = accumulator.grads();
-        let grad_norm = match self.config.max_grad_norm {
-            Some(max) => clip_grad_norm(&model, &mut grads, max),
-            None => super::grad_norm::global_grad_norm(&model, &grads),
-        };
+        let grad_norm = self.optimizer.clip(&model, &mut grads);
         if !grad_norm.is_finite() {
             let error = Error::NonFiniteGradient {
                 step: self.step,
@@ -305,11 +244,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
             return Err(StepFailure { model, error });
         }
         let lr = self.config.schedule.lr(self.step);
-        let groups = split_by_scale(&model, &mut grads, &self.lr_scales);
-        let mut model = self.optimizer.step(lr, model, grads);
-        for (scale, group) in groups {
-            model = self.optimizer.step(lr * scale, model, group);
-        }
+        let model = self.optimizer.update(lr, model, grads);
         let metrics = StepMetrics {
             step: self.step,
             loss: loss_sum * weight,
@@ -322,68 +257,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
     }
 }
 
-fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
-    config: &TrainConfig,
-) -> OptimizerAdaptor<FusedAdamW, M, B> {
-    FusedAdamW::new(
-        config.beta_1 as f32,
-        config.beta_2 as f32,
-        config.epsilon as f32,
-        config.weight_decay as f32,
-    )
-    .adaptor()
-}
-
 /// The backend seed of step `step`: distinct per step, the same on every run.
 fn step_seed(seed: u64, step: usize) -> u64 {
     seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-/// Moves the gradients of parameters with a multiplier other than 1 out of `grads`, into one
-/// group per multiplier (in increasing order).
-fn split_by_scale<B: AutodiffBackend, M: AutodiffModule<B>>(
-    model: &M,
-    grads: &mut GradientsParams,
-    scales: &HashMap<ParamId, f64>,
-) -> Vec<(f64, GradientsParams)> {
-    if scales.values().all(|&s| s == 1.0) {
-        return Vec::new();
-    }
-    let mut splitter = ScaleSplitter::<B> {
-        grads,
-        scales,
-        groups: BTreeMap::new(),
-        _backend: std::marker::PhantomData,
-    };
-    model.visit(&mut splitter);
-    // Non-negative finite multipliers order as their bit patterns do.
-    splitter
-        .groups
-        .into_iter()
-        .map(|(bits, group)| (f64::from_bits(bits), group))
-        .collect()
-}
-
-struct ScaleSplitter<'a, B> {
-    grads: &'a mut GradientsParams,
-    scales: &'a HashMap<ParamId, f64>,
-    groups: BTreeMap<u64, GradientsParams>,
-    _backend: std::marker::PhantomData<B>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for ScaleSplitter<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let Some(&scale) = self.scales.get(&param.id) else {
-            return;
-        };
-        if scale == 1.0 {
-            return;
-        }
-        if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            self.groups
-                .entry(scale.to_bits())
-                .or_default()
-                .register::<B::InnerBackend, D>(param.id, grad);
-        }
-    }
 }
