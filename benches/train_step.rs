@@ -24,9 +24,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex};
-use common::{peak_kib, root, run_child, run_line};
+use common::{longest_records, peak_kib, root, run_child, run_line};
 
-use burn_spectrum::data::{Batch, Batches, EncodeOptions, prepare, read_alpaca};
+use burn_spectrum::data::Batch;
 use burn_spectrum::model::{LlamaForCausalLM, Tokenizer};
 use burn_spectrum::nn::float_params;
 use burn_spectrum::peft::LoraConfig;
@@ -67,21 +67,7 @@ fn methods() -> Vec<Method> {
 
 /// Two full-length sequences from Alpaca: the longest records, cut to 256 tokens.
 fn batch(tokenizer: &Tokenizer) -> Batch {
-    let data = read_alpaca(&root().join("assets/data/alpaca_en_demo.json")).expect("alpaca data");
-    let eos = tokenizer.token_id("<|im_end|>").expect("SmolLM2's EOS");
-    let options = EncodeOptions {
-        max_len: SEQ,
-        train_on_prompt: true,
-    };
-    let mut prepared = prepare(&data, tokenizer, eos, &options, 0, 0).expect("encodes");
-    prepared
-        .train
-        .sort_by_key(|e| std::cmp::Reverse(e.ids.len()));
-    let examples = &prepared.train[..BATCH];
-    Batches::new(examples, BATCH, eos, 0)
-        .expect("batches")
-        .next()
-        .expect("a batch")
+    longest_records(tokenizer, SEQ, BATCH)
 }
 
 /// Where the batch and the trainable names are written for the PyTorch peer.

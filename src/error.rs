@@ -157,6 +157,41 @@ pub enum Error {
         /// Trainable parameters that got a gradient.
         got: usize,
     },
+    /// A flag that needs a Cargo feature this build lacks.
+    #[error("{flag} needs the `{feature}` feature, which this build lacks")]
+    FeatureMissing {
+        /// The flag.
+        flag: &'static str,
+        /// The Cargo feature.
+        feature: &'static str,
+    },
+    /// A collective operation of a data-parallel run failed.
+    #[error("data parallel: {what} failed: {reason}")]
+    Collective {
+        /// The operation.
+        what: &'static str,
+        /// burn-collective's error.
+        reason: String,
+    },
+    /// A worker of a data-parallel run waited too long for the others.
+    #[error(
+        "data parallel: worker {rank} waited {seconds} s for the other workers in {what}: \
+         another worker failed, died or is stuck"
+    )]
+    PeerTimeout {
+        /// The operation.
+        what: &'static str,
+        /// The worker that waited.
+        rank: usize,
+        /// How long it waited.
+        seconds: f64,
+    },
+    /// A worker of a data-parallel run panicked.
+    #[error("data parallel: worker {rank} panicked")]
+    WorkerPanicked {
+        /// The worker.
+        rank: usize,
+    },
     /// Training produced gradients with a NaN or infinite norm.
     #[error("the gradient norm is {norm} at step {step}: training stopped")]
     NonFiniteGradient {

@@ -359,6 +359,19 @@ fn train_refuses_bad_input_with_exit_code_1_and_writes_nothing() {
             "--steps 0",
         ),
         (
+            train_args(&model, &data, &out, &["--method", "full", "--devices", "0"]),
+            "--devices 0",
+        ),
+        (
+            train_args(
+                &model,
+                &data,
+                &out,
+                &["--method", "full", "--devices", "3", "--batch-size", "2"],
+            ),
+            "--batch-size 2",
+        ),
+        (
             train_args(
                 &model,
                 &data,

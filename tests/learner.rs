@@ -9,12 +9,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
-use burn::tensor::Tensor;
+use burn::module::{AutodiffModule, ParamId};
 use burn::train::metric::{Adaptor, Metric, MetricMetadata, MetricName, SerializedEntry};
 use burn::train::{Learner, SupervisedTraining};
 use burn_spectrum::data::{Batches, Example};
-use burn_spectrum::model::{IGNORE_INDEX, LlamaForCausalLM};
+use burn_spectrum::model::LlamaForCausalLM;
 use burn_spectrum::nn::float_params;
 use burn_spectrum::train::learner::{
     BatchLoader, LmLossValue, MicroBatchSchedule, ProgressRenderer,
@@ -29,23 +28,10 @@ const BATCH: usize = 2;
 const ACCUMULATION: usize = 2;
 const EPOCHS: usize = 2;
 
-/// Eight examples of 5 to 14 tokens with a masked prompt of two: four batches an epoch, two
-/// optimizer steps (burn-train drops an incomplete accumulation group at the end of an epoch).
+/// Eight examples: four batches an epoch, two optimizer steps (burn-train drops an
+/// incomplete accumulation group at the end of an epoch).
 fn examples() -> Vec<Example> {
-    (0..8u32)
-        .map(|i| {
-            let len = 5 + (i as usize * 7) % 10;
-            let ids: Vec<u32> = (0..len as u32)
-                .map(|t| (t * 13 + i * 31 + 7) % 256)
-                .collect();
-            let labels = ids
-                .iter()
-                .enumerate()
-                .map(|(t, &id)| if t < 2 { IGNORE_INDEX } else { id as i64 })
-                .collect();
-            Example { ids, labels }
-        })
-        .collect()
+    common::short_examples(8)
 }
 
 fn config() -> TrainConfig {
@@ -79,23 +65,6 @@ fn selection(model: &LlamaForCausalLM<A>) -> (Vec<ParamId>, HashMap<ParamId, f64
 fn load() -> LlamaForCausalLM<A> {
     LlamaForCausalLM::from_pretrained(&common::fixture("models/llama_gqa"), &Default::default())
         .unwrap()
-}
-
-/// Each parameter's path and values, in the model's visiting order.
-fn values(model: &LlamaForCausalLM<Flex>) -> Vec<(String, Vec<f32>)> {
-    struct Collect(Vec<Vec<f32>>);
-    impl ModuleVisitor<Flex> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Flex, D>>) {
-            self.0.push(common::f32_values(param.val()));
-        }
-    }
-    let mut collect = Collect(Vec::new());
-    model.visit(&mut collect);
-    float_params(model)
-        .into_iter()
-        .map(|p| p.path)
-        .zip(collect.0)
-        .collect()
 }
 
 /// Every micro-batch loss burn-train hands its metrics.
@@ -148,7 +117,7 @@ fn own_loop() -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
         model = next;
         losses.push(metrics.loss);
     }
-    (losses, values(&model.valid()))
+    (losses, common::named_values(&model.valid()))
 }
 
 /// The Learner: the same model, selection, optimizer settings and batches.
@@ -182,7 +151,7 @@ fn learner(dir: &std::path::Path) -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
         .chunks(ACCUMULATION)
         .map(|c| c.iter().sum::<f64>() / c.len() as f64)
         .collect();
-    (steps, values(&result.model))
+    (steps, common::named_values(&result.model))
 }
 
 #[test]
@@ -200,11 +169,7 @@ fn the_learner_gives_our_loops_losses_and_weights() {
     // The losses move: the steps changed the weights between them.
     assert!(own_losses.first() != own_losses.last());
     for ((path, a), (_, b)) in own_weights.iter().zip(&learner_weights) {
-        let diff = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
+        let diff = common::max_abs_diff(a, b);
         assert!(diff <= 1e-5, "{path}: {diff}");
     }
 }

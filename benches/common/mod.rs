@@ -34,3 +34,28 @@ pub fn run_line(command: &mut Command) -> String {
     }
     line
 }
+
+/// The `rows` longest records of the Alpaca demo data, cut to `seq` tokens, as one batch
+/// (labels on every token).
+#[allow(dead_code)] // not every bench trains
+pub fn longest_records(
+    tokenizer: &burn_spectrum::model::Tokenizer,
+    seq: usize,
+    rows: usize,
+) -> burn_spectrum::data::Batch {
+    use burn_spectrum::data::{Batches, EncodeOptions, prepare, read_alpaca};
+    let data = read_alpaca(&root().join("assets/data/alpaca_en_demo.json")).expect("alpaca data");
+    let eos = tokenizer.token_id("<|im_end|>").expect("SmolLM2's EOS");
+    let options = EncodeOptions {
+        max_len: seq,
+        train_on_prompt: true,
+    };
+    let mut prepared = prepare(&data, tokenizer, eos, &options, 0, 0).expect("encodes");
+    prepared
+        .train
+        .sort_by_key(|e| std::cmp::Reverse(e.ids.len()));
+    Batches::new(&prepared.train[..rows], rows, eos, 0)
+        .expect("batches")
+        .next()
+        .expect("a batch")
+}

@@ -43,6 +43,38 @@ impl Batch {
         batch
     }
 
+    /// Worker `rank`'s part of the rows, of `world` workers: contiguous parts, the first
+    /// `rows % world` one row longer, cut to their own longest row. `None` when there are
+    /// fewer rows than workers and this worker gets none.
+    pub fn share(&self, rank: usize, world: usize) -> Option<Batch> {
+        let rows = self.ids.len();
+        let (base, extra) = (rows / world.max(1), rows % world.max(1));
+        let start = rank * base + rank.min(extra);
+        let len = base + usize::from(rank < extra);
+        if len == 0 {
+            return None;
+        }
+        let range = start..start + len;
+        let seq = self.attention_mask[range.clone()]
+            .iter()
+            .map(|mask| {
+                mask.iter()
+                    .rposition(|&m| m != 0)
+                    .map_or(0, |last| last + 1)
+            })
+            .max()
+            .unwrap_or(0);
+        let cut = |rows: &[Vec<u32>]| rows.iter().map(|r| r[..seq].to_vec()).collect();
+        Some(Batch {
+            ids: cut(&self.ids[range.clone()]),
+            attention_mask: cut(&self.attention_mask[range.clone()]),
+            labels: self.labels[range]
+                .iter()
+                .map(|r| r[..seq].to_vec())
+                .collect(),
+        })
+    }
+
     /// Tokens the loss is computed on: labels after the first position that are not ignored
     /// (the first position predicts nothing).
     pub fn target_tokens(&self) -> usize {
@@ -64,6 +96,7 @@ pub struct DataPosition {
 
 /// An endless stream of batches: each epoch visits every example once, in an order shuffled
 /// by `(seed, epoch)`, so the stream is the same on every run and can resume anywhere.
+#[derive(Clone)]
 pub struct Batches<'a> {
     examples: &'a [Example],
     batch_size: usize,
@@ -159,6 +192,23 @@ mod tests {
                 .map(|i| if i < 2 { IGNORE_INDEX } else { i as i64 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn shares_split_the_rows_and_drop_their_padding() {
+        let (a, b, c) = (example(4, 10), example(2, 20), example(3, 30));
+        let batch = Batch::collate(&[&a, &b, &c], 0);
+        let first = batch.share(0, 2).unwrap();
+        let second = batch.share(1, 2).unwrap();
+        assert_eq!(first.ids, vec![vec![10, 11, 12, 13], vec![20, 21, 0, 0]]);
+        assert_eq!(second.ids, vec![vec![30, 31, 32]]);
+        assert_eq!(second.labels, vec![c.labels.clone()]);
+        assert_eq!(second.attention_mask, vec![vec![1, 1, 1]]);
+        assert_eq!(
+            first.target_tokens() + second.target_tokens(),
+            batch.target_tokens()
+        );
+        assert!(Batch::collate(&[&a], 0).share(1, 2).is_none());
     }
 
     #[test]

@@ -116,6 +116,11 @@ pub struct TrainArgs {
     /// Positions whose logits the loss forms at once [default: as many as fill 64 MiB].
     #[arg(long, value_name = "N")]
     pub loss_chunk: Option<usize>,
+    /// Data-parallel workers on this machine, each with a replica of the model and its share
+    /// of every batch (--batch-size is the global batch); on the CPU, N workers of the flex
+    /// device; on a GPU backend, devices 0..N.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub devices: usize,
 }
 
 impl TrainArgs {
@@ -171,6 +176,7 @@ impl TrainArgs {
                 gradient_checkpointing: self.gradient_checkpointing,
                 loss_chunk: self.loss_chunk,
             },
+            devices: self.devices,
         }
     }
 }

@@ -17,7 +17,11 @@ mod memory;
 mod method;
 mod metrics_log;
 mod optimizer;
+#[cfg(feature = "data-parallel")]
+pub mod parallel;
 mod run;
+#[cfg(feature = "data-parallel")]
+mod run_parallel;
 mod schedule;
 mod step;
 mod trainer;
@@ -39,4 +43,6 @@ pub use optimizer::{SelectiveAdamW, SelectiveAdamWRecord};
 pub use run::{RunConfig, RunSummary, peak_rss_mib, read_summary, run, run_on};
 pub use schedule::LrSchedule;
 pub use step::{MicroLoss, StepFailure, StepMetrics, TrainStep};
-pub use trainer::{Reselect, Reselection, TrainReport, TrainerOptions, train, train_with};
+pub use trainer::{
+    Reselect, Reselection, TrainReport, TrainerOptions, train, train_reduced, train_with,
+};

@@ -22,7 +22,7 @@ use super::memory::MemoryReport;
 use super::method::{Method, SpectrumSource};
 use super::metrics_log::{MetricsLine, MetricsLog};
 use super::schedule::LrSchedule;
-use super::step::TrainStep;
+use super::step::{StepMetrics, TrainStep};
 use super::trainer::{TrainerOptions, train_with};
 use crate::backend::BackendName;
 use crate::data::{
@@ -71,6 +71,9 @@ pub struct RunConfig {
     pub progress: bool,
     /// Gradient checkpointing and the loss's chunks.
     pub memory: MemoryOptions,
+    /// Data-parallel workers on this machine (1: none), each with a replica of the model and
+    /// its share of every batch (`batch_size` is the global batch).
+    pub devices: usize,
 }
 
 /// What a finished run measured: the `methods` entries of the example's `report.json`.
@@ -184,8 +187,7 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
     };
     let bar = progress_bar(config, done);
     let mut last = Instant::now();
-    let loss_of = |m: &LlamaForCausalLM<B>, b: &Batch| batch_gradients(m, b, &config.memory);
-    let (model, _) = train_with(model, &mut step, &mut batches, loss_of, &options, |m| {
+    let on_step = |m: &StepMetrics| {
         let line = MetricsLine::new(m, last.elapsed().as_secs_f64());
         last = Instant::now();
         log.append(&line)?;
@@ -197,7 +199,22 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
         bar.inc(1);
         lines.push(line);
         Ok(())
-    })?;
+    };
+    let model = if config.devices > 1 {
+        #[cfg(feature = "data-parallel")]
+        {
+            let workers = super::run_parallel::Workers {
+                devices: config.devices,
+                memory: config.memory,
+            };
+            workers.train(model, step, batches, &options, device, on_step)?
+        }
+        #[cfg(not(feature = "data-parallel"))]
+        return Err(devices_need_the_feature());
+    } else {
+        let loss_of = |m: &LlamaForCausalLM<B>, b: &Batch| batch_gradients(m, b, &config.memory);
+        train_with(model, &mut step, &mut batches, loss_of, &options, on_step)?.0
+    };
     bar.finish_and_clear();
     // The training's peak, before evaluation and export add their own buffers.
     let peak_rss_mib = peak_rss_mib();
@@ -248,12 +265,20 @@ pub fn run_on(backend: BackendName, config: &RunConfig) -> Result<RunSummary> {
     }
 }
 
+fn devices_need_the_feature() -> Error {
+    Error::FeatureMissing {
+        flag: "--devices",
+        feature: "data-parallel",
+    }
+}
+
 /// Settings that cannot make a run, refused before anything is read or written.
 fn check_settings(config: &RunConfig) -> Result<()> {
     let positive = [
         ("--steps", config.steps),
         ("--batch-size", config.batch_size),
         ("--grad-accum", config.grad_accum),
+        ("--devices", config.devices),
     ];
     for (name, value) in positive {
         if value == 0 {
@@ -263,6 +288,16 @@ fn check_settings(config: &RunConfig) -> Result<()> {
                 expected: "must be at least 1",
             });
         }
+    }
+    if config.devices > 1 && !cfg!(feature = "data-parallel") {
+        return Err(devices_need_the_feature());
+    }
+    if config.batch_size < config.devices {
+        return Err(Error::InvalidSetting {
+            name: "--batch-size",
+            value: config.batch_size.to_string(),
+            expected: "must be at least --devices (the global batch is split among the workers)",
+        });
     }
     let percent = match &config.method {
         Method::Spectrum(SpectrumSource::TopPercent(k))

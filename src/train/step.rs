@@ -79,6 +79,7 @@ impl<B: Backend> MicroLoss<B> {
 ///
 /// The trainable set can change between steps ([`TrainStep::retarget`]), and each parameter
 /// can have its own learning-rate multiplier ([`TrainStep::set_lr_scales`]).
+#[derive(Clone)]
 pub struct TrainStep<B: AutodiffBackend, M: AutodiffModule<B>> {
     optimizer: SelectiveAdamW<B, M>,
     trainable: Vec<ParamId>,
@@ -189,7 +190,23 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
         &mut self,
         model: M,
         micro_batches: &[T],
+        loss_of: impl FnMut(&M, &T) -> Result<MicroLoss<B>>,
+    ) -> std::result::Result<(M, StepMetrics), StepFailure<M>> {
+        self.step_reduced(model, micro_batches, loss_of, Ok)
+    }
+
+    /// [`TrainStep::step`] with the accumulated gradients passed through `reduce` before
+    /// they are clipped: the all-reduce of data parallelism (`Peer::mean_grads` in
+    /// `train::parallel`), so that every replica steps on the same gradients. An error from
+    /// `reduce` stops the step, the model unchanged.
+    ///
+    /// The metrics are this worker's: its loss and tokens, the norm of the reduced gradients.
+    pub fn step_reduced<T>(
+        &mut self,
+        model: M,
+        micro_batches: &[T],
         mut loss_of: impl FnMut(&M, &T) -> Result<MicroLoss<B>>,
+        reduce: impl FnOnce(GradientsParams) -> Result<GradientsParams>,
     ) -> std::result::Result<(M, StepMetrics), StepFailure<M>> {
         if micro_batches.is_empty() {
             let error = Error::NoMicroBatches;
@@ -234,7 +251,10 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
             };
             accumulator.accumulate(&model, grads);
         }
-        let mut grads = accumulator.grads();
+        let mut grads = match reduce(accumulator.grads()) {
+            Ok(grads) => grads,
+            Err(error) => return Err(StepFailure { model, error }),
+        };
         let grad_norm = self.optimizer.clip(&model, &mut grads);
         if !grad_norm.is_finite() {
             let error = Error::NonFiniteGradient {

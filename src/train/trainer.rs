@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -110,11 +111,29 @@ where
 /// [`train`], calling `on_step` after each step with its metrics (before the step's
 /// checkpoint): to log, or to show progress. An error from `on_step` ends the run with it.
 pub fn train_with<B, M>(
+    model: M,
+    step: &mut TrainStep<B, M>,
+    batches: &mut Batches<'_>,
+    loss_of: impl FnMut(&M, &Batch) -> Result<MicroLoss<B>>,
+    options: &TrainerOptions,
+    on_step: impl FnMut(&StepMetrics) -> Result<()>,
+) -> Result<(M, TrainReport)>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+{
+    train_reduced(model, step, batches, loss_of, options, Ok, on_step)
+}
+
+/// [`train_with`], each step's gradients passed through `reduce` before they are clipped
+/// (see [`TrainStep::step_reduced`]): a data-parallel worker's loop.
+pub fn train_reduced<B, M>(
     mut model: M,
     step: &mut TrainStep<B, M>,
     batches: &mut Batches<'_>,
     mut loss_of: impl FnMut(&M, &Batch) -> Result<MicroLoss<B>>,
     options: &TrainerOptions,
+    mut reduce: impl FnMut(GradientsParams) -> Result<GradientsParams>,
     mut on_step: impl FnMut(&StepMetrics) -> Result<()>,
 ) -> Result<(M, TrainReport)>
 where
@@ -127,7 +146,7 @@ where
     let mut epochs = batches.completed_epochs();
     while step.steps_done() < options.steps {
         let micro: Vec<Batch> = batches.by_ref().take(options.accumulation.max(1)).collect();
-        let (next, metrics) = step.step(model, &micro, &mut loss_of)?;
+        let (next, metrics) = step.step_reduced(model, &micro, &mut loss_of, &mut reduce)?;
         model = next;
         bar.set_message(format!("loss {:.4} lr {:.2e}", metrics.loss, metrics.lr));
         bar.inc(1);

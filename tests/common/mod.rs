@@ -114,3 +114,50 @@ pub fn metrics_without_seconds(path: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// `n` examples of 5 to 14 tokens (ids below 256) with a masked prompt of two: training data
+/// for the tiny fixture models.
+pub fn short_examples(n: u32) -> Vec<burn_spectrum::data::Example> {
+    (0..n)
+        .map(|i| {
+            let len = 5 + (i as usize * 7) % 10;
+            let ids: Vec<u32> = (0..len as u32)
+                .map(|t| (t * 13 + i * 31 + 7) % 256)
+                .collect();
+            let labels = ids
+                .iter()
+                .enumerate()
+                .map(|(t, &id)| {
+                    if t < 2 {
+                        burn_spectrum::model::IGNORE_INDEX
+                    } else {
+                        id as i64
+                    }
+                })
+                .collect();
+            burn_spectrum::data::Example { ids, labels }
+        })
+        .collect()
+}
+
+/// Each parameter's path and values, in the model's visiting order.
+pub fn named_values(
+    model: &burn_spectrum::model::LlamaForCausalLM<burn::backend::Flex>,
+) -> Vec<(String, Vec<f32>)> {
+    use burn::backend::Flex;
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::Tensor;
+    struct Collect(Vec<Vec<f32>>);
+    impl ModuleVisitor<Flex> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Flex, D>>) {
+            self.0.push(f32_values(param.val()));
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    burn_spectrum::nn::float_params(model)
+        .into_iter()
+        .map(|p| p.path)
+        .zip(collect.0)
+        .collect()
+}
