@@ -1,6 +1,6 @@
 //! burn-train's Learner trains the causal LM as our own loop does: the same batches, losses
 //! and weights, step for step, with gradient accumulation, a schedule, clipping, a frozen part
-//! and per-parameter learning-rate multipliers.
+//! and per-parameter learning-rate multipliers, LoRA adapters and QLoRA's NF4 base.
 #![cfg(feature = "train")]
 
 mod common;
@@ -9,17 +9,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::{AutodiffModule, ParamId};
+use burn::module::{AutodiffModule, Module, ParamId};
 use burn::train::metric::{Adaptor, Metric, MetricMetadata, MetricName, SerializedEntry};
 use burn::train::{Learner, SupervisedTraining};
 use burn_spectrum::data::{Batches, Example};
 use burn_spectrum::model::LlamaForCausalLM;
 use burn_spectrum::nn::float_params;
+use burn_spectrum::peft::LoraConfig;
 use burn_spectrum::train::learner::{
     BatchLoader, LmLossValue, MicroBatchSchedule, ProgressRenderer,
 };
 use burn_spectrum::train::{
-    LrSchedule, MemoryOptions, SelectiveAdamW, TrainConfig, TrainStep, batch_gradients,
+    LrSchedule, MemoryOptions, Method, SelectiveAdamW, TrainConfig, TrainStep, batch_gradients,
+    freeze_except,
 };
 
 type A = Autodiff<Flex>;
@@ -46,20 +48,39 @@ fn config() -> TrainConfig {
     }
 }
 
-/// The first decoder layer and the head train; the head at twice the rate.
-fn selection(model: &LlamaForCausalLM<A>) -> (Vec<ParamId>, HashMap<ParamId, f64>) {
-    let params = float_params(model);
-    let trainable: Vec<ParamId> = params
-        .iter()
-        .filter(|p| p.path.starts_with("model.layers.0.") || p.path.starts_with("lm_head"))
-        .map(|p| p.id)
-        .collect();
-    let scales = params
-        .iter()
-        .filter(|p| p.path.starts_with("lm_head"))
-        .map(|p| (p.id, 2.0))
-        .collect();
-    (trainable, scales)
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// The first decoder layer and the head train (as a Spectrum selection picks some), the
+    /// head at twice the rate.
+    Selected,
+    Lora,
+    QLora,
+}
+
+/// The model ready for `kind`, the parameters that train and their rate multipliers.
+fn prepared(kind: Kind) -> (LlamaForCausalLM<A>, Vec<ParamId>, HashMap<ParamId, f64>) {
+    let model = load();
+    let lora = LoraConfig::default();
+    let method = match kind {
+        Kind::Selected => {
+            let params = float_params(&model);
+            let trainable: Vec<ParamId> = params
+                .iter()
+                .filter(|p| p.path.starts_with("model.layers.0.") || p.path.starts_with("lm_head"))
+                .map(|p| p.id)
+                .collect();
+            let scales = params
+                .iter()
+                .filter(|p| p.path.starts_with("lm_head"))
+                .map(|p| (p.id, 2.0))
+                .collect();
+            return (freeze_except(model, &trainable), trainable, scales);
+        }
+        Kind::Lora => Method::Lora(lora),
+        Kind::QLora => Method::QLora(lora),
+    };
+    let prepared = method.prepare(model, &Default::default()).unwrap();
+    (prepared.model, prepared.trainable, HashMap::new())
 }
 
 fn load() -> LlamaForCausalLM<A> {
@@ -98,10 +119,12 @@ impl Metric for Recorded {
 }
 
 /// Our loop: `ACCUMULATION` batches of the seeded stream per step.
-fn own_loop() -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
-    let model: LlamaForCausalLM<A> = load();
-    let (trainable, scales) = selection(&model);
-    let (mut model, mut step) = TrainStep::new(model, &trainable, config());
+fn own_loop(
+    model: LlamaForCausalLM<A>,
+    trainable: &[ParamId],
+    scales: HashMap<ParamId, f64>,
+) -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
+    let (mut model, mut step) = TrainStep::new(model, trainable, config());
     step.set_lr_scales(scales).unwrap();
     let examples = examples();
     let mut batches = Batches::new(&examples, BATCH, 0, 0).unwrap();
@@ -121,10 +144,11 @@ fn own_loop() -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
 }
 
 /// The Learner: the same model, selection, optimizer settings and batches.
-fn learner(dir: &std::path::Path) -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
-    let model: LlamaForCausalLM<A> = load();
-    let (trainable, scales) = selection(&model);
-    let model = burn_spectrum::train::freeze_except(model, &trainable);
+fn learner(
+    dir: &std::path::Path,
+    model: LlamaForCausalLM<A>,
+    scales: HashMap<ParamId, f64>,
+) -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
     let optimizer = SelectiveAdamW::new(&config())
         .with_grad_accumulation(ACCUMULATION)
         .with_lr_scales(scales)
@@ -156,20 +180,26 @@ fn learner(dir: &std::path::Path) -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
 
 #[test]
 fn the_learner_gives_our_loops_losses_and_weights() {
-    let dir = tempfile::tempdir().unwrap();
-    let (own_losses, own_weights) = own_loop();
-    let (learner_losses, learner_weights) = learner(dir.path());
-    assert_eq!(own_losses.len(), learner_losses.len());
-    for (step, (a, b)) in own_losses.iter().zip(&learner_losses).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-5 * a.abs().max(1.0),
-            "step {step}: {a} {b}"
-        );
-    }
-    // The losses move: the steps changed the weights between them.
-    assert!(own_losses.first() != own_losses.last());
-    for ((path, a), (_, b)) in own_weights.iter().zip(&learner_weights) {
-        let diff = common::max_abs_diff(a, b);
-        assert!(diff <= 1e-5, "{path}: {diff}");
+    let device = Default::default();
+    for kind in [Kind::Selected, Kind::Lora, Kind::QLora] {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, trainable, scales) = prepared(kind);
+        // Forks: each run's own autodiff nodes, the same parameters (LoRA's drawn once).
+        let (own_losses, own_weights) =
+            own_loop(model.clone().fork(&device), &trainable, scales.clone());
+        let (learner_losses, learner_weights) = learner(dir.path(), model.fork(&device), scales);
+        assert_eq!(own_losses.len(), learner_losses.len(), "{kind:?}");
+        for (step, (a, b)) in own_losses.iter().zip(&learner_losses).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                "{kind:?} step {step}: {a} {b}"
+            );
+        }
+        // The losses move: the steps changed the weights between them.
+        assert!(own_losses.first() != own_losses.last(), "{kind:?}");
+        for ((path, a), (_, b)) in own_weights.iter().zip(&learner_weights) {
+            let diff = common::max_abs_diff(a, b);
+            assert!(diff <= 1e-5, "{kind:?} {path}: {diff}");
+        }
     }
 }
