@@ -20,8 +20,7 @@ use burn_spectrum::train::learner::{
     BatchLoader, LmLossValue, MicroBatchSchedule, ProgressRenderer,
 };
 use burn_spectrum::train::{
-    LrSchedule, MemoryOptions, Method, SelectiveAdamW, TrainConfig, TrainStep, batch_gradients,
-    freeze_except,
+    MemoryOptions, Method, SelectiveAdamW, TrainConfig, TrainStep, batch_gradients, freeze_except,
 };
 
 type A = Autodiff<Flex>;
@@ -37,15 +36,7 @@ fn examples() -> Vec<Example> {
 }
 
 fn config() -> TrainConfig {
-    TrainConfig {
-        schedule: LrSchedule::warmup_cosine(5e-3, 1, 4),
-        weight_decay: 0.01,
-        // An epsilon near the gradients' size and a bound above their norm: the update then
-        // depends on the gradients' scale, which shows a sum taken for a mean.
-        epsilon: 1e-3,
-        max_grad_norm: Some(5.0),
-        ..TrainConfig::default()
-    }
+    common::scale_sensitive_config(4)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -63,13 +54,8 @@ fn prepared(kind: Kind) -> (LlamaForCausalLM<A>, Vec<ParamId>, HashMap<ParamId, 
     let lora = LoraConfig::default();
     let method = match kind {
         Kind::Selected => {
-            let params = float_params(&model);
-            let trainable: Vec<ParamId> = params
-                .iter()
-                .filter(|p| p.path.starts_with("model.layers.0.") || p.path.starts_with("lm_head"))
-                .map(|p| p.id)
-                .collect();
-            let scales = params
+            let trainable = common::first_layer_and_head(&model);
+            let scales = float_params(&model)
                 .iter()
                 .filter(|p| p.path.starts_with("lm_head"))
                 .map(|p| (p.id, 2.0))

@@ -14,12 +14,10 @@ use burn::module::{AutodiffModule, Module, ParamId};
 use burn_spectrum::Error;
 use burn_spectrum::data::{Batch, Example};
 use burn_spectrum::model::LlamaForCausalLM;
-use burn_spectrum::nn::float_params;
 use burn_spectrum::peft::LoraConfig;
 use burn_spectrum::train::parallel::DataParallel;
 use burn_spectrum::train::{
-    LrSchedule, MemoryOptions, Method, TrainConfig, TrainStep, batch_gradients, freeze_except,
-    trainable_params,
+    MemoryOptions, Method, TrainConfig, TrainStep, batch_gradients, freeze_except, trainable_params,
 };
 
 type A = Autodiff<Flex>;
@@ -35,13 +33,7 @@ fn examples() -> Vec<Example> {
 }
 
 fn config() -> TrainConfig {
-    TrainConfig {
-        schedule: LrSchedule::warmup_cosine(5e-3, 1, STEPS),
-        weight_decay: 0.01,
-        epsilon: 1e-3,
-        max_grad_norm: Some(5.0),
-        ..TrainConfig::default()
-    }
+    common::scale_sensitive_config(STEPS)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -65,11 +57,7 @@ fn prepared(kind: Kind) -> (LlamaForCausalLM<A>, Vec<ParamId>) {
             (model, trainable)
         }
         Kind::Selected => {
-            let trainable: Vec<ParamId> = float_params(&model)
-                .iter()
-                .filter(|p| p.path.starts_with("model.layers.0.") || p.path.starts_with("lm_head"))
-                .map(|p| p.id)
-                .collect();
+            let trainable = common::first_layer_and_head(&model);
             (freeze_except(model, &trainable), trainable)
         }
         Kind::Lora => {

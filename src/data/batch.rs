@@ -47,15 +47,14 @@ impl Batch {
     /// `rows % world` one row longer, cut to their own longest row. `None` when there are
     /// fewer rows than workers and this worker gets none.
     pub fn share(&self, rank: usize, world: usize) -> Option<Batch> {
-        let rows = self.ids.len();
-        let (base, extra) = (rows / world.max(1), rows % world.max(1));
-        let start = rank * base + rank.min(extra);
-        let len = base + usize::from(rank < extra);
-        if len == 0 {
+        let range = share_range(self.ids.len(), rank, world);
+        if range.is_empty() {
             return None;
         }
-        let range = start..start + len;
-        let seq = self.attention_mask[range.clone()]
+        // Rows missing or of other lengths stay so: the loss then refuses the ragged batch.
+        let rows = |all: &[Vec<u32>]| all.get(range.clone()).unwrap_or_default().to_vec();
+        let attention_mask = rows(&self.attention_mask);
+        let seq = attention_mask
             .iter()
             .map(|mask| {
                 mask.iter()
@@ -64,14 +63,13 @@ impl Batch {
             })
             .max()
             .unwrap_or(0);
-        let cut = |rows: &[Vec<u32>]| rows.iter().map(|r| r[..seq].to_vec()).collect();
         Some(Batch {
-            ids: cut(&self.ids[range.clone()]),
-            attention_mask: cut(&self.attention_mask[range.clone()]),
-            labels: self.labels[range]
-                .iter()
-                .map(|r| r[..seq].to_vec())
-                .collect(),
+            ids: cut_to(rows(&self.ids), seq),
+            attention_mask: cut_to(attention_mask, seq),
+            labels: cut_to(
+                self.labels.get(range.clone()).unwrap_or_default().to_vec(),
+                seq,
+            ),
         })
     }
 
@@ -83,6 +81,24 @@ impl Batch {
             .map(|row| row.iter().skip(1).filter(|&&l| l != IGNORE_INDEX).count())
             .sum()
     }
+}
+
+/// Each row cut to at most `len` items.
+fn cut_to<T>(mut rows: Vec<Vec<T>>, len: usize) -> Vec<Vec<T>> {
+    for row in &mut rows {
+        row.truncate(len);
+    }
+    rows
+}
+
+/// Worker `rank`'s part of `len` items shared by `world` workers: contiguous parts in rank
+/// order, the first `len % world` of them one item longer (empty when `rank` gets none).
+pub fn share_range(len: usize, rank: usize, world: usize) -> std::ops::Range<usize> {
+    let world = world.max(1);
+    let (base, extra) = (len / world, len % world);
+    let start = (rank * base + rank.min(extra)).min(len);
+    let end = (start + base + usize::from(rank < extra)).min(len);
+    start..end
 }
 
 /// Where a [`Batches`] stands: enough to resume at the same batch.
@@ -209,6 +225,10 @@ mod tests {
             batch.target_tokens()
         );
         assert!(Batch::collate(&[&a], 0).share(1, 2).is_none());
+        // A ragged batch is shared as it is (the loss refuses it), not a panic.
+        let mut ragged = batch.clone();
+        ragged.labels[0].truncate(1);
+        assert_eq!(ragged.share(0, 2).unwrap().labels[0].len(), 1);
     }
 
     #[test]

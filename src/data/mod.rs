@@ -7,7 +7,7 @@ mod encode;
 mod prompt;
 
 pub use alpaca::{AlpacaData, AlpacaRecord, parse_alpaca, read_alpaca};
-pub use batch::{Batch, Batches, DataPosition};
+pub use batch::{Batch, Batches, DataPosition, share_range};
 pub use encode::{EncodeOptions, Encoded, Example, encode_record};
 pub use prompt::alpaca_prompt;
 

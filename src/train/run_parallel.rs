@@ -57,8 +57,9 @@ impl Workers {
             };
             let reduce = |grads| peer.mean_grads::<B>(grads);
             let report = |metrics: &StepMetrics| {
-                let loss = peer.mean_value::<B::InnerBackend>(metrics.loss, device)?;
-                let tokens = peer.mean_value::<B::InnerBackend>(metrics.tokens as f64, device)?;
+                let local = [metrics.loss, metrics.tokens as f64];
+                let mean = peer.mean_values::<B::InnerBackend>(&local, device)?;
+                let (loss, tokens) = (mean[0], mean[1]);
                 if peer.rank == 0 {
                     let global = StepMetrics {
                         loss,

@@ -161,3 +161,27 @@ pub fn named_values(
         .zip(collect.0)
         .collect()
 }
+
+/// Training settings under which AdamW's update depends on the gradients' scale (an epsilon
+/// near their size, a clipping bound above their norm): a sum taken for a mean shows.
+pub fn scale_sensitive_config(total_steps: usize) -> burn_spectrum::train::TrainConfig {
+    burn_spectrum::train::TrainConfig {
+        schedule: burn_spectrum::train::LrSchedule::warmup_cosine(5e-3, 1, total_steps),
+        weight_decay: 0.01,
+        epsilon: 1e-3,
+        max_grad_norm: Some(5.0),
+        ..Default::default()
+    }
+}
+
+/// The ids of the first decoder layer's and the head's parameters: a selection as Spectrum
+/// makes, for the fixture models.
+pub fn first_layer_and_head<B: burn::tensor::backend::Backend>(
+    model: &burn_spectrum::model::LlamaForCausalLM<B>,
+) -> Vec<burn::module::ParamId> {
+    burn_spectrum::nn::float_params(model)
+        .iter()
+        .filter(|p| p.path.starts_with("model.layers.0.") || p.path.starts_with("lm_head"))
+        .map(|p| p.id)
+        .collect()
+}

@@ -6,8 +6,9 @@ use std::time::Duration;
 use burn::collective::{CollectiveError, PeerId, ReduceOperation, all_reduce};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorPrimitive};
+use burn::tensor::{Tensor, TensorPrimitive};
 
+use crate::data::share_range;
 use crate::error::{Error, Result};
 
 /// A worker of a [`DataParallel`](super::DataParallel) run: its rank, the number of workers,
@@ -31,10 +32,7 @@ impl Peer {
     /// This worker's share of `items`: the `rank`-th of `world` contiguous parts, the first
     /// `items.len() % world` of them one longer.
     pub fn share<'a, T>(&self, items: &'a [T]) -> &'a [T] {
-        let (base, extra) = (items.len() / self.world, items.len() % self.world);
-        let start = self.rank * base + self.rank.min(extra);
-        let len = base + usize::from(self.rank < extra);
-        &items[start..start + len]
+        &items[share_range(items.len(), self.rank, self.world)]
     }
 
     /// The mean over the workers of each parameter's gradient: every worker gets the same
@@ -51,14 +49,22 @@ impl Peer {
 
     /// The mean of `value` over the workers (for reports: in f32).
     pub fn mean_value<B: Backend>(&self, value: f64, device: &B::Device) -> Result<f64> {
+        Ok(self.mean_values::<B>(&[value], device)?[0])
+    }
+
+    /// The mean of each of `values` over the workers, in one all-reduce (for reports: in
+    /// f32). Every worker passes as many values.
+    pub fn mean_values<B: Backend>(&self, values: &[f64], device: &B::Device) -> Result<Vec<f64>> {
         let id = self.id();
-        let tensor = Tensor::<B, 1>::from_floats([value as f32], device);
+        let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+        let tensor = Tensor::<B, 1>::from_floats(values.as_slice(), device);
         let primitive = tensor.into_primitive().tensor();
-        let mean = self.within_timeout("a value's all-reduce", move || {
+        let mean = self.within_timeout("the reported values' all-reduce", move || {
             all_reduce::<B>(id, primitive, ReduceOperation::Mean)
         })?;
         let mean = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(mean));
-        Ok(mean.into_scalar().elem())
+        let mean = mean.into_data().convert::<f64>();
+        Ok(mean.to_vec::<f64>().expect("converted to f64"))
     }
 
     /// Runs a blocking collective operation on a thread of its own and waits for it at most
