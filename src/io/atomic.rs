@@ -33,11 +33,33 @@ pub(super) fn write_atomic_with(
     Ok(())
 }
 
+/// Removes the temporary files that a killed writer left in `dir` (`SIGKILL` cannot be
+/// handled, so [`write_atomic`]'s temporary stays behind). Only for a folder that one process
+/// writes at a time, such as a training run's; on failure, the file that could not be removed.
+pub(crate) fn remove_unfinished_writes(
+    dir: &Path,
+) -> std::result::Result<(), (std::path::PathBuf, std::io::Error)> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        entries => entries.map_err(|e| (dir.to_path_buf(), e))?,
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) && entry.path().is_file() {
+            std::fs::remove_file(entry.path()).map_err(|e| (entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+const TEMP_PREFIX: &str = ".spectrum-";
+const TEMP_SUFFIX: &str = ".tmp";
+
 /// A temporary file in `dir`. On Unix it gets the mode `File::create` gives (0o666 less the
 /// umask), not tempfile's private 0o600, since it becomes a user's output file.
 fn temp_file_in(dir: &Path) -> std::io::Result<NamedTempFile> {
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".spectrum-").suffix(".tmp");
+    builder.prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -110,4 +132,35 @@ pub(crate) fn json_text(value: &serde_json::Value) -> std::io::Result<String> {
     let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
     text.push('\n');
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_temporaries_of_single_writes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = ["metrics.jsonl", ".spectrum-notes", "a.tmp"];
+        for name in keep.iter().chain(&[".spectrum-Ab12Cd.tmp"]) {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        std::fs::create_dir(dir.path().join(".spectrum-staging-x.tmp")).unwrap();
+        remove_unfinished_writes(dir.path()).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".spectrum-notes",
+                ".spectrum-staging-x.tmp",
+                "a.tmp",
+                "metrics.jsonl"
+            ]
+        );
+        assert!(remove_unfinished_writes(&dir.path().join("absent")).is_ok());
+    }
 }

@@ -8,7 +8,8 @@ mod safetensors;
 mod temporaries;
 
 pub(crate) use atomic::{
-    StoredTensor, json_text, write_atomic, write_json, write_safetensors, write_safetensors_to,
+    StoredTensor, json_text, remove_unfinished_writes, write_atomic, write_json, write_safetensors,
+    write_safetensors_to,
 };
 pub(crate) use file_set::FileSet;
 pub(crate) use safetensors::{INDEX_FILE, SafetensorsFiles, TensorEntry, is_float_dtype};

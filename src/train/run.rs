@@ -29,7 +29,7 @@ use crate::data::{
     AlpacaData, Batch, Batches, EncodeOptions, Example, PreparedData, prepare, read_alpaca,
 };
 use crate::error::{Error, Result};
-use crate::io::{remove_folders_named, write_json};
+use crate::io::{remove_folders_named, remove_unfinished_writes, write_json};
 use crate::model::{GenerationConfig, LlamaConfig, LlamaForCausalLM, Tokenizer, generate};
 use crate::peft::save_adapter;
 
@@ -123,6 +123,8 @@ const EVAL_BEFORE: &str = "eval_before.json";
 pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result<RunSummary> {
     let dir = &config.output_dir;
     check_settings(config)?;
+    // A run folder has one run at a time: a temporary file there was left by a killed run.
+    remove_unfinished_writes(dir).map_err(|(path, e)| Error::io(path, e))?;
     if config.resume && dir.join(SUMMARY).exists() {
         return read_summary(&dir.join(SUMMARY));
     }
