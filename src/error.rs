@@ -186,6 +186,32 @@ pub enum Error {
         /// How long it waited.
         seconds: f64,
     },
+    /// The orchestrator of a multi-node run could not be reached or started.
+    #[error("the orchestrator at {address}: {reason}")]
+    Orchestrator {
+        /// `HOST:PORT`.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The port asked for the orchestrator is taken.
+    #[error("port {port} is in use: choose another with --start-orchestrator")]
+    PortInUse {
+        /// The port.
+        port: u16,
+    },
+    /// A flag given without another that it needs.
+    #[error("{flag} needs {needs}")]
+    FlagNeeds {
+        /// The flag as given, e.g. `--num-nodes 2`.
+        flag: String,
+        /// What else to give.
+        needs: &'static str,
+    },
+    /// The workers of a multi-node run differ (nodes, devices, model, method or settings),
+    /// or did not all join in time.
+    #[error("the multi-node run cannot start: {0}")]
+    NodesDisagree(String),
     /// A worker of a data-parallel run panicked.
     #[error("data parallel: worker {rank} panicked")]
     WorkerPanicked {

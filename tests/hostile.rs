@@ -652,13 +652,7 @@ fn messages_are_words() {
 fn a_training_run_killed_at_any_moment_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
-    let records: Vec<Value> = (0..16)
-        .map(
-            |i| json!({"instruction": format!("Say {i}."), "input": "", "output": format!("{i}.")}),
-        )
-        .collect();
-    let data = dir.path().join("data.json");
-    std::fs::write(&data, serde_json::to_vec(&records).unwrap()).unwrap();
+    let data = counting_data(dir.path());
     let args = |out: &Path| -> Vec<String> {
         [
             "train",
@@ -743,6 +737,192 @@ fn a_training_run_killed_at_any_moment_resumes() {
         interrupted * 2 >= fractions.len(),
         "most kills land before the end"
     );
+}
+
+/// An Alpaca file of 16 short records in `dir`.
+fn counting_data(dir: &Path) -> PathBuf {
+    let records: Vec<Value> = (0..16)
+        .map(
+            |i| json!({"instruction": format!("Say {i}."), "input": "", "output": format!("{i}.")}),
+        )
+        .collect();
+    let data = dir.join("data.json");
+    std::fs::write(&data, serde_json::to_vec(&records).unwrap()).unwrap();
+    data
+}
+
+/// A port nothing listens on (just now).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `spectrum train` on the tiny model as node `rank` of two meeting at `port` (node 0
+/// starts the orchestrator there), into `out`, with `extra` flags; started, not awaited.
+fn node(
+    model: &Path,
+    data: &Path,
+    out: &Path,
+    (rank, port): (usize, u16),
+    extra: &[&str],
+) -> Child {
+    let (rank, address) = (rank.to_string(), format!("127.0.0.1:{port}"));
+    let port = port.to_string();
+    let meet = match rank.as_str() {
+        "0" => ["--start-orchestrator", port.as_str()],
+        _ => ["--orchestrator", address.as_str()],
+    };
+    let mut args = vec!["train", s(model), "--data", s(data), "--output-dir", s(out)];
+    args.extend("--num-nodes 2 --batch-size 4 --seq-len 256 --eval-samples 2".split(' '));
+    args.extend(["--peer-timeout", "30", "--quiet", "--node-rank", &rank]);
+    args.extend(meet);
+    args.extend(extra);
+    spectrum(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Two nodes that differ in a setting both refuse to start, name it, and write nothing.
+#[test]
+fn nodes_that_disagree_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    // The same shapes, other weights (rounded to f16).
+    let other_model = dir.path().join("model-f16");
+    let gguf = fixture("gguf/tiny_llama.gguf");
+    let import = run(&["import-gguf", s(&gguf), s(&other_model), "--dtype", "f16"]);
+    assert_eq!(import.code, Some(0), "{}", import.describe());
+    let data = counting_data(dir.path());
+    let full = ["--method", "full", "--steps", "2"];
+    let cases: [(&[&str], &Path, &str); 5] = [
+        (&["--method", "lora", "--steps", "2"], &model, "--method"),
+        (&["--method", "full", "--steps", "3"], &model, "--steps"),
+        (
+            &[&full[..], &["--devices", "2"]].concat(),
+            &model,
+            "--devices",
+        ),
+        (&[&full[..], &["--seed", "1"]].concat(), &model, "--seed"),
+        (&full, &other_model, "the model's weights"),
+    ];
+    for (i, (other, other_model, named)) in cases.into_iter().enumerate() {
+        let port = free_port();
+        let outs = [0, 1].map(|rank| dir.path().join(format!("case-{i}-node-{rank}")));
+        let first = node(&model, &data, &outs[0], (0, port), &full);
+        let second = node(other_model, &data, &outs[1], (1, port), other);
+        for outcome in [finish(first), finish(second)] {
+            outcome.assert_refused(&["multi-node run cannot start", named]);
+        }
+        let written = outs[0].exists() || outs[1].exists();
+        assert!(!written, "{named}: a folder was written");
+    }
+}
+
+/// The orchestrator out of reach, its port taken, a partner that never comes, flags that
+/// cannot make a run: each ends with a message that names it, within its timeout.
+#[test]
+fn nodes_that_cannot_meet_are_told_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let data = counting_data(dir.path());
+    let out = dir.path().join("out");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            s(&model),
+            "--data",
+            s(&data),
+            "--output-dir",
+            s(&out),
+        ];
+        args.extend("--method full --steps 2 --batch-size 2 --seq-len 256 --quiet".split(' '));
+        args.extend(["--eval-samples", "2"]);
+        args.extend(extra);
+        run(&args)
+    };
+    let port = free_port().to_string();
+    let address = format!("127.0.0.1:{port}");
+    let unreachable = [
+        "--num-nodes",
+        "2",
+        "--node-rank",
+        "1",
+        "--orchestrator",
+        &address,
+    ];
+    let out_of_reach = train(&[&unreachable[..], &["--peer-timeout", "2"]].concat());
+    out_of_reach.assert_refused(&[
+        &format!("orchestrator at {address}"),
+        "no answer within 2 s",
+    ]);
+
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port().to_string();
+    let busy = train(&["--num-nodes", "2", "--start-orchestrator", &taken_port]);
+    busy.assert_refused(&[&format!("port {taken_port} is in use")]);
+
+    let alone = train(&[
+        "--num-nodes",
+        "2",
+        "--start-orchestrator",
+        &port,
+        "--peer-timeout",
+        "2",
+    ]);
+    alone.assert_refused(&["only 1 of 2 workers joined within 2 s"]);
+
+    let unnamed = train(&["--num-nodes", "2"]);
+    unnamed.assert_refused(&["--num-nodes", "--orchestrator HOST:PORT"]);
+    let beyond = train(&[
+        "--num-nodes",
+        "2",
+        "--node-rank",
+        "2",
+        "--orchestrator",
+        &address,
+    ]);
+    beyond.assert_refused(&["--node-rank", "below --num-nodes"]);
+    let narrow = train(&["--num-nodes", "3", "--start-orchestrator", &port]);
+    narrow.assert_refused(&["--batch-size", "--num-nodes"]);
+    assert!(!out.exists(), "a refused run wrote its folder");
+}
+
+/// A node killed in the middle of a run makes the other fail at once with a message that
+/// names it, instead of waiting for it; the survivor's folder holds no half-written file.
+#[test]
+fn a_node_that_dies_fails_the_other_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let data = counting_data(dir.path());
+    let outs = [0, 1].map(|rank| dir.path().join(format!("node-{rank}")));
+    let port = free_port();
+    let long = [
+        "--method",
+        "full",
+        "--steps",
+        "100000",
+        "--save-every",
+        "50",
+    ];
+    let survivor = node(&model, &data, &outs[0], (0, port), &long);
+    let mut victim = node(&model, &data, &outs[1], (1, port), &long);
+    let metrics = outs[0].join("metrics.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |text| text.lines().count()) < 3 {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the nodes never trained together"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let outcome = finish(survivor);
+    outcome.assert_refused(&["node 1, worker 0 left the run"]);
+    assert!(leftovers(&outs[0]).is_empty(), "{:?}", leftovers(&outs[0]));
+    assert!(!outs[1].exists(), "node 1 wrote a folder");
 }
 
 /// A small deterministic generator (xorshift64*).

@@ -15,7 +15,7 @@ use burn_spectrum::Error;
 use burn_spectrum::data::{Batch, Example};
 use burn_spectrum::model::LlamaForCausalLM;
 use burn_spectrum::peft::LoraConfig;
-use burn_spectrum::train::parallel::DataParallel;
+use burn_spectrum::train::parallel::{DataParallel, GradLayout};
 use burn_spectrum::train::{
     MemoryOptions, Method, TrainConfig, TrainStep, batch_gradients, freeze_except, trainable_params,
 };
@@ -100,6 +100,7 @@ fn two_workers(kind: Kind) -> Vec<Run> {
             // them, and burn-autodiff merges the workers' graphs through shared nodes).
             let replica = model.clone().fork(device);
             let (mut model, mut step) = TrainStep::new(replica, &trainable, config());
+            let layout = GradLayout::of(&model);
             let mut losses = Vec::new();
             for pair in examples.chunks(2) {
                 let mine: Vec<&Example> = peer.share(pair).iter().collect();
@@ -107,7 +108,7 @@ fn two_workers(kind: Kind) -> Vec<Run> {
                 let loss_of = |m: &LlamaForCausalLM<A>, b: &Batch| {
                     batch_gradients(m, b, &MemoryOptions::default())
                 };
-                let reduce = |grads| peer.mean_grads::<A>(grads);
+                let reduce = |grads| peer.mean_grads::<A>(grads, &layout, device);
                 let (next, metrics) = step.step_reduced(model, &micro, loss_of, reduce)?;
                 model = next;
                 losses.push(peer.mean_value::<Flex>(metrics.loss, device)?);
@@ -211,6 +212,15 @@ fn a_failing_worker_fails_the_run_instead_of_hanging_it() {
 
 /// `spectrum train` with `extra` flags into `out`: LoRA on SmolLM2, two short steps.
 fn train_smollm2(model: &std::path::Path, out: &std::path::Path, extra: &[&str]) {
+    finish_training(spawn_smollm2(model, out, extra));
+}
+
+/// [`train_smollm2`], started and not awaited.
+fn spawn_smollm2(
+    model: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> (Vec<String>, std::process::Child) {
     let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("assets/data/alpaca_en_demo.json");
     let mut args = vec![
@@ -233,10 +243,18 @@ fn train_smollm2(model: &std::path::Path, out: &std::path::Path, extra: &[&str])
         "--quiet",
     ];
     args.extend(fixed.iter().chain(extra).map(|s| s.to_string()));
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_spectrum"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_spectrum"))
         .args(&args)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    (args, child)
+}
+
+/// Waits for a training process, which must succeed.
+fn finish_training((args, child): (Vec<String>, std::process::Child)) {
+    let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{args:?}: {stderr}");
 }
@@ -305,6 +323,41 @@ fn spectrum_train_on_two_workers_matches_one_and_resumes_on_one() {
     }
     let diff = model_diff(&two, &one);
     assert!(diff <= 1e-5, "two workers against one: {diff}");
+
+    // Two processes, one worker each, meeting at an orchestrator on localhost: the same run
+    // as two workers in one process. Node 1 writes nothing.
+    let nodes = [0, 1].map(|rank| dir.path().join(format!("node-{rank}")));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let address = format!("127.0.0.1:{port}");
+    let node_flags = ["--num-nodes", "2", "--batch-size", "2", "--node-rank"];
+    let first = spawn_smollm2(
+        &model,
+        &nodes[0],
+        &[&node_flags[..], &["0", "--start-orchestrator", &port]].concat(),
+    );
+    let second = spawn_smollm2(
+        &model,
+        &nodes[1],
+        &[&node_flags[..], &["1", "--orchestrator", &address]].concat(),
+    );
+    finish_training(first);
+    finish_training(second);
+    let node_losses = logged_losses(&nodes[0]);
+    assert_eq!(node_losses.len(), 2);
+    for (a, b) in node_losses.iter().zip(&two_losses) {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs(),
+            "{node_losses:?} {two_losses:?}"
+        );
+    }
+    let diff = model_diff(&nodes[0], &two);
+    assert!(diff <= 1e-5, "two nodes against two workers: {diff}");
+    assert!(!nodes[1].exists(), "node 1 wrote its folder");
 
     // Rank 0's checkpoint after step 1 resumes on one worker (the data position counts
     // records, not batches) and ends where the uninterrupted runs ended.

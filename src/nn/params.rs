@@ -11,6 +11,8 @@ pub struct ParamEntry {
     pub path: String,
     /// The parameter's id.
     pub id: ParamId,
+    /// Its shape as the module holds it (Burn's `[in, out]` for a Linear weight).
+    pub shape: Vec<usize>,
     /// Whether it trains.
     pub require_grad: bool,
 }
@@ -25,7 +27,8 @@ pub(crate) struct NamedValues {
     pub values: Vec<f32>,
 }
 
-/// Every float parameter's path, id and `require_grad`, in visiting order; reads no values.
+/// Every float parameter's path, id, shape and `require_grad`, in visiting order; reads no
+/// values.
 pub fn float_params<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamEntry> {
     let mut entries = Vec::new();
     float_params_f32(module, |entry| {
@@ -69,6 +72,7 @@ impl<B: Backend, F: FnMut(&ParamEntry) -> bool> ModuleVisitor<B> for Reader<F> {
         let entry = ParamEntry {
             path: self.path.join("."),
             id: param.id,
+            shape: param.lazy_shape().to_vec(),
             require_grad: param.is_require_grad(),
         };
         if !(self.keep)(&entry) {

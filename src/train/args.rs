@@ -2,11 +2,13 @@
 //! per-method defaults behind them.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::gradients::MemoryOptions;
 use super::method::{Method, SpectrumSource};
-use super::run::RunConfig;
+use super::run::{NodeConfig, RunConfig};
 use crate::backend::BackendName;
+use crate::error::{Error, Result};
 use crate::peft::LoraConfig;
 
 /// A fine-tuning method by its command-line name.
@@ -121,6 +123,58 @@ pub struct TrainArgs {
     /// device; on a GPU backend, devices 0..N.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub devices: usize,
+    /// The longest a data-parallel worker waits for the others in seconds, and a node for the
+    /// orchestrator and the other nodes to join.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
+    pub peer_timeout: f64,
+}
+
+/// The flags of a run over several machines, for `clap`'s `#[command(flatten)]`: every node
+/// runs `spectrum train` with the same flags but `--node-rank`, and one of them starts the
+/// orchestrator where the nodes meet.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct NodeArgs {
+    /// Nodes (machines) in the run, each with --devices workers.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub num_nodes: usize,
+    /// This node, from 0 to K-1; node 0 writes the run folder.
+    #[arg(long, value_name = "R", default_value_t = 0)]
+    pub node_rank: usize,
+    /// Where the nodes meet: the orchestrator's HOST:PORT [default with
+    /// --start-orchestrator: 127.0.0.1:PORT].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub orchestrator: Option<String>,
+    /// Start the orchestrator in this process, listening on PORT of every interface.
+    #[arg(long, value_name = "PORT")]
+    pub start_orchestrator: Option<u16>,
+}
+
+impl NodeArgs {
+    /// This node's place in a multi-node run; `None` for a machine alone (no orchestrator
+    /// named or started).
+    pub fn node_config(&self) -> Result<Option<NodeConfig>> {
+        let address = match (&self.orchestrator, self.start_orchestrator) {
+            (Some(address), _) => address.clone(),
+            (None, Some(port)) => format!("127.0.0.1:{port}"),
+            (None, None) if self.num_nodes > 1 || self.node_rank > 0 => {
+                return Err(Error::FlagNeeds {
+                    flag: format!(
+                        "--num-nodes {} --node-rank {}",
+                        self.num_nodes, self.node_rank
+                    ),
+                    needs: "--orchestrator HOST:PORT (one node starts it with \
+                            --start-orchestrator PORT)",
+                });
+            }
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(NodeConfig {
+            num_nodes: self.num_nodes,
+            node_rank: self.node_rank,
+            orchestrator: address,
+            start_orchestrator: self.start_orchestrator,
+        }))
+    }
 }
 
 impl TrainArgs {
@@ -177,6 +231,8 @@ impl TrainArgs {
                 loss_chunk: self.loss_chunk,
             },
             devices: self.devices,
+            nodes: None,
+            peer_timeout: Duration::try_from_secs_f64(self.peer_timeout).unwrap_or(Duration::ZERO),
         }
     }
 }

@@ -27,7 +27,7 @@ mod step;
 mod trainer;
 
 pub use adamw::FusedAdamW;
-pub use args::{MethodName, TrainArgs};
+pub use args::{MethodName, NodeArgs, TrainArgs};
 pub use checkpoint::{TrainerState, latest_checkpoint};
 pub use config::TrainConfig;
 pub use estimate::{HEADROOM, MemoryEstimate, available_memory_bytes};
@@ -40,7 +40,7 @@ pub use memory::MemoryReport;
 pub use method::{Method, Prepared, SpectrumSource};
 pub use metrics_log::{MetricsLine, read_metrics};
 pub use optimizer::{SelectiveAdamW, SelectiveAdamWRecord};
-pub use run::{RunConfig, RunSummary, peak_rss_mib, read_summary, run, run_on};
+pub use run::{NodeConfig, RunConfig, RunSummary, peak_rss_mib, read_summary, run, run_on};
 pub use schedule::LrSchedule;
 pub use step::{MicroLoss, StepFailure, StepMetrics, TrainStep};
 pub use trainer::{

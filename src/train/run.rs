@@ -6,7 +6,7 @@
 //! and, once finished, `summary.json`.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
@@ -32,6 +32,25 @@ use crate::error::{Error, Result};
 use crate::io::{remove_folders_named, remove_unfinished_writes, write_json};
 use crate::model::{GenerationConfig, LlamaConfig, LlamaForCausalLM, Tokenizer, generate};
 use crate::peft::save_adapter;
+
+#[cfg(feature = "data-parallel")]
+use super::run_parallel::{join_nodes, start_orchestrator};
+
+/// Without data parallelism, `check_settings` refuses every multi-node run.
+#[cfg(not(feature = "data-parallel"))]
+fn start_orchestrator(_: &RunConfig) -> Result<Option<()>> {
+    Ok(None)
+}
+
+#[cfg(not(feature = "data-parallel"))]
+fn join_nodes<B: AutodiffBackend>(
+    _: &RunConfig,
+    _: &LlamaForCausalLM<B>,
+    _: &[Example],
+    _: Option<&Path>,
+) -> Result<Option<()>> {
+    Ok(None)
+}
 
 /// Everything one run needs.
 #[derive(Clone, Debug)]
@@ -74,6 +93,39 @@ pub struct RunConfig {
     /// Data-parallel workers on this machine (1: none), each with a replica of the model and
     /// its share of every batch (`batch_size` is the global batch).
     pub devices: usize,
+    /// A run over several machines: this node's place and where the nodes meet (`None`:
+    /// this machine alone).
+    pub nodes: Option<NodeConfig>,
+    /// The longest a data-parallel worker waits for the others, and a node for the
+    /// orchestrator and the other nodes.
+    pub peer_timeout: Duration,
+}
+
+/// This node of a multi-node run. Node 0 writes the run folder; the others write nothing
+/// (with `--resume`, each reads the latest checkpoint in its own `--output-dir`: a shared
+/// file system, or a copy of node 0's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Nodes in the run.
+    pub num_nodes: usize,
+    /// This node, from 0.
+    pub node_rank: usize,
+    /// Where the nodes meet, `HOST:PORT`.
+    pub orchestrator: String,
+    /// Start the orchestrator in this process, on this port.
+    pub start_orchestrator: Option<u16>,
+}
+
+impl RunConfig {
+    /// Whether this process writes the run folder: node 0's does, the others' do not.
+    pub fn writes_outputs(&self) -> bool {
+        self.nodes.as_ref().is_none_or(|nodes| nodes.node_rank == 0)
+    }
+
+    /// Workers over all nodes.
+    pub fn workers(&self) -> usize {
+        self.devices * self.nodes.as_ref().map_or(1, |nodes| nodes.num_nodes)
+    }
 }
 
 /// What a finished run measured: the `methods` entries of the example's `report.json`.
@@ -120,14 +172,22 @@ const EVAL_BEFORE: &str = "eval_before.json";
 /// Runs `config` to its end, or to the first error (a NaN loss names its step and keeps the
 /// checkpoints written before it). With `resume`, a finished run returns its summary at once
 /// and an unfinished one continues from its latest checkpoint, exactly as if never stopped.
+///
+/// In a multi-node run, the nodes join (and are checked to agree) before anything is
+/// written; only node 0 writes the run folder.
 pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result<RunSummary> {
     let dir = &config.output_dir;
     check_settings(config)?;
-    // A run folder has one run at a time: a temporary file there was left by a killed run.
-    remove_unfinished_writes(dir).map_err(|(path, e)| Error::io(path, e))?;
+    let writes = config.writes_outputs();
+    if writes {
+        // A run folder has one run at a time: a temporary file there was left by a killed run.
+        remove_unfinished_writes(dir).map_err(|(path, e)| Error::io(path, e))?;
+    }
     if config.resume && dir.join(SUMMARY).exists() {
         return read_summary(&dir.join(SUMMARY));
     }
+    // Before the model loads, so that the other nodes find it early.
+    let _orchestrator = start_orchestrator(config)?;
     let alpaca = read_alpaca(&config.data)?;
     if alpaca.records.is_empty() {
         return Err(Error::InvalidData {
@@ -151,10 +211,6 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
         return Err(Error::NothingToTrain(config.method.name()));
     }
     let memory = MemoryReport::of(&prepared.model);
-    std::fs::create_dir_all(dir.join("checkpoints")).map_err(|e| Error::io(dir, e))?;
-    let eval = eval_batches(&data.eval, config.batch_size, eos);
-    let eval_loss_before = eval_before(config, &prepared.model, &eval)?;
-
     let train_config = TrainConfig {
         schedule: LrSchedule::warmup_cosine(config.lr, config.warmup_steps, config.steps),
         max_grad_norm: config.max_grad_norm,
@@ -162,14 +218,21 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
         ..Default::default()
     };
     let (model, step) = TrainStep::new(prepared.model, &prepared.trainable, train_config);
-    let mut batches = Batches::new(&data.train, config.batch_size, eos, config.seed)?;
-    remove_unfinished_checkpoints(&dir.join("checkpoints"))?;
-    let checkpoint = if config.resume {
-        latest_checkpoint(&dir.join("checkpoints"))
-    } else {
-        clear_checkpoints(&dir.join("checkpoints"))?;
-        None
+    let checkpoint = config
+        .resume
+        .then(|| latest_checkpoint(&dir.join("checkpoints")))
+        .flatten();
+    let links = join_nodes(config, &model, &data.train, checkpoint.as_deref())?;
+
+    if writes {
+        prepare_checkpoints(&dir.join("checkpoints"), checkpoint.is_some())?;
+    }
+    let eval = eval_batches(&data.eval, config.batch_size, eos);
+    let eval_loss_before = match writes {
+        true => eval_before(config, &model, &eval)?,
+        false => None,
     };
+    let mut batches = Batches::new(&data.train, config.batch_size, eos, config.seed)?;
     let (model, mut step, done) = match checkpoint {
         Some(checkpoint) => {
             let (model, step, state) = step.resume(model, &checkpoint, device)?;
@@ -178,11 +241,17 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
         }
         None => (model, step, 0),
     };
-    let (mut log, mut lines) = MetricsLog::open(&dir.join("metrics.jsonl"), done)?;
+    let (mut log, mut lines) = match writes {
+        true => {
+            let (log, lines) = MetricsLog::open(&dir.join("metrics.jsonl"), done)?;
+            (Some(log), lines)
+        }
+        false => (None, Vec::new()),
+    };
     let options = TrainerOptions {
         steps: config.steps,
         accumulation: config.grad_accum,
-        checkpoint_every: Some(config.save_every.unwrap_or(config.steps).max(1)),
+        checkpoint_every: writes.then(|| config.save_every.unwrap_or(config.steps).max(1)),
         checkpoint_dir: dir.join("checkpoints"),
         progress: false,
         reselect: None,
@@ -192,7 +261,9 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
     let on_step = |m: &StepMetrics| {
         let line = MetricsLine::new(m, last.elapsed().as_secs_f64());
         last = Instant::now();
-        log.append(&line)?;
+        if let Some(log) = &mut log {
+            log.append(&line)?;
+        }
         bar.set_message(format!(
             "loss {:.4}  {:.0} tok/s",
             line.loss,
@@ -202,12 +273,14 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
         lines.push(line);
         Ok(())
     };
-    let model = if config.devices > 1 {
+    let model = if config.workers() > 1 || links.is_some() {
         #[cfg(feature = "data-parallel")]
         {
             let workers = super::run_parallel::Workers {
                 devices: config.devices,
                 memory: config.memory,
+                timeout: config.peer_timeout,
+                nodes: config.nodes.as_ref().zip(links),
             };
             workers.train(model, step, batches, &options, device, on_step)?
         }
@@ -220,6 +293,17 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
     bar.finish_and_clear();
     // The training's peak, before evaluation and export add their own buffers.
     let peak_rss_mib = peak_rss_mib();
+    if !writes {
+        let summary = summarize(
+            config,
+            &memory,
+            &lines,
+            peak_rss_mib,
+            (None, None),
+            (None, None),
+        );
+        return Ok(summary);
+    }
 
     // Evaluate and answer with the model as exported: adapters merged and NF4 dequantized
     // once, instead of dequantizing every NF4 weight at each generated token.
@@ -294,11 +378,22 @@ fn check_settings(config: &RunConfig) -> Result<()> {
     if config.devices > 1 && !cfg!(feature = "data-parallel") {
         return Err(devices_need_the_feature());
     }
-    if config.batch_size < config.devices {
+    if let Some(nodes) = &config.nodes {
+        check_nodes(nodes)?;
+    }
+    if config.peer_timeout.is_zero() {
+        return Err(Error::InvalidSetting {
+            name: "--peer-timeout",
+            value: format!("{:?}", config.peer_timeout),
+            expected: "must be a positive number of seconds",
+        });
+    }
+    if config.batch_size < config.workers() {
         return Err(Error::InvalidSetting {
             name: "--batch-size",
             value: config.batch_size.to_string(),
-            expected: "must be at least --devices (the global batch is split among the workers)",
+            expected: "must be at least --devices times --num-nodes (the global batch is split \
+                       among the workers)",
         });
     }
     let percent = match &config.method {
@@ -347,6 +442,31 @@ fn check_settings(config: &RunConfig) -> Result<()> {
     );
     if let Some(available) = available_memory_bytes() {
         estimate.check(available)?;
+    }
+    Ok(())
+}
+
+/// A node's place that cannot be part of a run.
+fn check_nodes(nodes: &NodeConfig) -> Result<()> {
+    if !cfg!(feature = "data-parallel") {
+        return Err(Error::FeatureMissing {
+            flag: "--num-nodes",
+            feature: "data-parallel",
+        });
+    }
+    if nodes.num_nodes == 0 {
+        return Err(Error::InvalidSetting {
+            name: "--num-nodes",
+            value: "0".into(),
+            expected: "must be at least 1",
+        });
+    }
+    if nodes.node_rank >= nodes.num_nodes {
+        return Err(Error::InvalidSetting {
+            name: "--node-rank",
+            value: nodes.node_rank.to_string(),
+            expected: "must be below --num-nodes (nodes count from 0)",
+        });
     }
     Ok(())
 }
@@ -412,6 +532,17 @@ fn eval_before<B: AutodiffBackend>(
         .transpose()?;
     write_json(&path, &serde_json::json!(loss)).map_err(|e| Error::io(&path, e))?;
     Ok(loss)
+}
+
+/// Makes the run's checkpoint folder ready: created, without the checkpoints a killed run
+/// was still writing, and without an earlier run's unless this one `resumes` from them.
+fn prepare_checkpoints(dir: &Path, resumes: bool) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    remove_unfinished_checkpoints(dir)?;
+    if !resumes {
+        clear_checkpoints(dir)?;
+    }
+    Ok(())
 }
 
 /// Removes the checkpoints of an earlier run in this folder, so that a fresh run's latest

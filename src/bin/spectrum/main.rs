@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use burn_spectrum::model::gguf::OutDtype;
 use burn_spectrum::spectrum::Threshold;
-use burn_spectrum::train::{MethodName, TrainArgs};
+use burn_spectrum::train::{MethodName, NodeArgs, TrainArgs};
 use clap::{Parser, Subcommand};
 
 // The allocator matters on the CPU backend: glibc's returns large tensor buffers to the OS and
@@ -83,6 +83,8 @@ enum Command {
         output_dir: PathBuf,
         #[command(flatten)]
         args: TrainArgs,
+        #[command(flatten)]
+        nodes: NodeArgs,
     },
     /// Continue a prompt with a Hugging Face model folder (greedy unless --temperature > 0).
     Generate {
@@ -153,6 +155,7 @@ fn main() -> ExitCode {
             unfrozen_yaml,
             output_dir,
             args,
+            nodes,
         } => {
             let paths = train::Paths {
                 model_dir,
@@ -160,7 +163,7 @@ fn main() -> ExitCode {
                 unfrozen_yaml,
                 output_dir,
             };
-            train::train(paths, method, &args)
+            train::train(paths, method, &args, &nodes)
         }
         Command::Generate {
             model_dir,

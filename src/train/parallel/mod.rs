@@ -8,12 +8,20 @@
 //! and burn-autodiff 0.21 merges the workers' graphs through shared nodes (one worker's backward
 //! pass then frees steps of another's; see tracel-ai/burn#5573).
 //!
+//! Across nodes, each node's workers join an [`Orchestrator`] ([`NodeLink::join_all`]) and
+//! reduce with the other nodes after their node's all-reduce (see `nodes` for why this is
+//! not burn-collective's global mode).
+//!
 //! Every wait on the other workers has a timeout: a worker that fails or dies makes the
 //! others fail with [`Error::PeerTimeout`](crate::Error::PeerTimeout) instead of hanging
 //! (burn-collective itself waits for ever).
 
+mod layout;
+mod nodes;
 mod peer;
 mod workers;
 
+pub use layout::GradLayout;
+pub use nodes::{Hello, NodeLink, Orchestrator};
 pub use peer::Peer;
 pub use workers::DataParallel;

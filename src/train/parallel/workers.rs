@@ -6,15 +6,19 @@ use std::time::Duration;
 use burn::collective::{CollectiveConfig, finish_collective, register, reset_collective};
 use burn::tensor::backend::AutodiffBackend;
 
+use super::nodes::NodeLink;
 use super::peer::Peer;
 use crate::error::{Error, Result};
 
-/// Runs one worker per device in this process, each on a thread of its own.
+/// Runs one worker per device in this process, each on a thread of its own; in a
+/// multi-node run, this node's workers.
 ///
 /// burn-collective keeps one session per backend in a process: one run at a time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct DataParallel {
     timeout: Duration,
+    /// This node's rank and the number of nodes, with its workers' joined links.
+    nodes: Option<(usize, usize, Vec<NodeLink>)>,
 }
 
 impl Default for DataParallel {
@@ -22,6 +26,7 @@ impl Default for DataParallel {
     fn default() -> Self {
         DataParallel {
             timeout: Self::DEFAULT_TIMEOUT,
+            nodes: None,
         }
     }
 }
@@ -41,6 +46,18 @@ impl DataParallel {
         self
     }
 
+    /// Makes this node `node_rank` of `num_nodes`: `links` are its workers' lines to the
+    /// other nodes, one per device, as [`NodeLink::join_all`] made them.
+    pub fn across_nodes(
+        mut self,
+        node_rank: usize,
+        num_nodes: usize,
+        links: Vec<NodeLink>,
+    ) -> Self {
+        self.nodes = Some((node_rank, num_nodes, links));
+        self
+    }
+
     /// Runs `work` once per device (the same device may be given more than once: workers
     /// on one CPU), each on its own thread with its [`Peer`], registered with burn-collective
     /// for the run. Returns the workers' results in rank order.
@@ -50,7 +67,7 @@ impl DataParallel {
     /// the failed worker's own (the first by rank). A worker that panics fails with
     /// [`Error::WorkerPanicked`].
     pub fn run<B: AutodiffBackend, T: Send>(
-        &self,
+        self,
         devices: &[B::Device],
         work: impl Fn(Peer, &B::Device) -> Result<T> + Sync,
     ) -> Result<Vec<T>> {
@@ -61,18 +78,29 @@ impl DataParallel {
                 expected: "at least one worker",
             });
         }
-        let world = devices.len();
-        let config = CollectiveConfig::default().with_num_devices(world);
+        let count = devices.len();
+        let config = CollectiveConfig::default().with_num_devices(count);
+        let (node, links) = match self.nodes {
+            Some((rank, nodes, links)) if links.len() == count => {
+                ((rank, nodes), links.into_iter().map(Some).collect())
+            }
+            Some(_) => {
+                return Err(Error::InvalidSetting {
+                    name: "devices",
+                    value: count.to_string(),
+                    expected: "one joined link per device",
+                });
+            }
+            None => ((0, 1), (0..count).map(|_| None).collect::<Vec<_>>()),
+        };
+        let timeout = self.timeout;
         let results: Vec<Result<T>> = std::thread::scope(|scope| {
             let workers: Vec<_> = devices
                 .iter()
+                .zip(links)
                 .enumerate()
-                .map(|(rank, device)| {
-                    let peer = Peer {
-                        rank,
-                        world,
-                        timeout: self.timeout,
-                    };
+                .map(|(local_rank, (device, link))| {
+                    let peer = Peer::new(node, (local_rank, count), timeout, link);
                     let (config, work) = (config.clone(), &work);
                     scope.spawn(move || worker::<B, T>(peer, device, config, work))
                 })
@@ -80,7 +108,10 @@ impl DataParallel {
             workers
                 .into_iter()
                 .enumerate()
-                .map(|(rank, worker)| worker.join().unwrap_or(Err(Error::WorkerPanicked { rank })))
+                .map(|(local, worker)| {
+                    let rank = node.0 * count + local;
+                    worker.join().unwrap_or(Err(Error::WorkerPanicked { rank }))
+                })
                 .collect()
         });
         if results.iter().any(Result::is_err) {
@@ -103,12 +134,15 @@ fn worker<B: AutodiffBackend, T>(
     peer.within_timeout("registering with the other workers", move || {
         register::<B::InnerBackend>(id, registered, config)
     })?;
-    let result = catch_unwind(AssertUnwindSafe(|| work(peer, device)))
+    let result = catch_unwind(AssertUnwindSafe(|| work(peer.clone(), device)))
         .unwrap_or(Err(Error::WorkerPanicked { rank: peer.rank }));
     match &result {
-        Ok(_) => peer.within_timeout("leaving the collective", move || {
-            finish_collective::<B::InnerBackend>(id)
-        })?,
+        Ok(_) => {
+            peer.leave();
+            peer.within_timeout("leaving the collective", move || {
+                finish_collective::<B::InnerBackend>(id)
+            })?
+        }
         // The session ends here: the workers waiting on this one get an error now instead of
         // at their timeout.
         Err(_) => reset_collective::<B::InnerBackend>(),
