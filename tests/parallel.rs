@@ -327,26 +327,27 @@ fn spectrum_train_on_two_workers_matches_one_and_resumes_on_one() {
     // Two processes, one worker each, meeting at an orchestrator on localhost: the same run
     // as two workers in one process. Node 1 writes nothing.
     let nodes = [0, 1].map(|rank| dir.path().join(format!("node-{rank}")));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let address = format!("127.0.0.1:{port}");
-    let node_flags = ["--num-nodes", "2", "--batch-size", "2", "--node-rank"];
-    let first = spawn_smollm2(
-        &model,
-        &nodes[0],
-        &[&node_flags[..], &["0", "--start-orchestrator", &port]].concat(),
-    );
-    let second = spawn_smollm2(
-        &model,
-        &nodes[1],
-        &[&node_flags[..], &["1", "--orchestrator", &address]].concat(),
-    );
-    finish_training(first);
-    finish_training(second);
+    let run_nodes = |outs: [&std::path::Path; 2], extra: &[&str]| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string();
+        let address = format!("127.0.0.1:{port}");
+        let flags = [
+            extra,
+            &["--num-nodes", "2", "--batch-size", "2", "--node-rank"],
+        ]
+        .concat();
+        let first = [&flags[..], &["0", "--start-orchestrator", &port]].concat();
+        let second = [&flags[..], &["1", "--orchestrator", &address]].concat();
+        let first = spawn_smollm2(&model, outs[0], &first);
+        let second = spawn_smollm2(&model, outs[1], &second);
+        finish_training(first);
+        finish_training(second);
+    };
+    run_nodes([&nodes[0], &nodes[1]], &["--save-every", "1"]);
     let node_losses = logged_losses(&nodes[0]);
     assert_eq!(node_losses.len(), 2);
     for (a, b) in node_losses.iter().zip(&two_losses) {
@@ -358,6 +359,23 @@ fn spectrum_train_on_two_workers_matches_one_and_resumes_on_one() {
     let diff = model_diff(&nodes[0], &two);
     assert!(diff <= 1e-5, "two nodes against two workers: {diff}");
     assert!(!nodes[1].exists(), "node 1 wrote its folder");
+
+    // Both nodes resume from node 0's checkpoint after step 1 (node 1 reads node 0's folder,
+    // as on a shared file system) and end where the uninterrupted run ended.
+    for stale in ["checkpoints/checkpoint-2", "model", "adapter"] {
+        let _ = std::fs::remove_dir_all(nodes[0].join(stale));
+    }
+    std::fs::remove_file(nodes[0].join("summary.json")).unwrap();
+    let first_line = |dir: &std::path::Path| {
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        text.lines().next().unwrap().to_string()
+    };
+    let step_one = first_line(&nodes[0]);
+    run_nodes([&nodes[0], &nodes[0]], &["--resume"]);
+    // Step 1's line (with its wall time) is kept: the run went on from the checkpoint.
+    assert_eq!(first_line(&nodes[0]), step_one);
+    let diff = model_diff(&nodes[0], &two);
+    assert!(diff <= 1e-5, "two nodes resumed: {diff}");
 
     // Rank 0's checkpoint after step 1 resumes on one worker (the data position counts
     // records, not batches) and ends where the uninterrupted runs ended.
