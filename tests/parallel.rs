@@ -124,6 +124,18 @@ fn two_workers_step_as_one_that_accumulates_their_batches() {
     for kind in [Kind::Full, Kind::Selected, Kind::Lora] {
         let (one_losses, one_weights) = one_worker(kind);
         let runs = two_workers(kind);
+        let (mut loss_diff, mut weight_diff) = (0.0f64, 0.0f32);
+        for (losses, weights) in &runs {
+            for (a, b) in one_losses.iter().zip(losses) {
+                loss_diff = loss_diff.max((a - b).abs() / a.abs().max(1.0));
+            }
+            for ((_, a), (_, b)) in one_weights.iter().zip(weights) {
+                weight_diff = weight_diff.max(common::max_abs_diff(a, b));
+            }
+        }
+        println!(
+            "{kind:?}: 2 workers vs 1: loss {loss_diff:.1e} (relative), weights {weight_diff:.1e}"
+        );
         for (rank, (losses, weights)) in runs.iter().enumerate() {
             for (step, (a, b)) in one_losses.iter().zip(losses).enumerate() {
                 assert!(
@@ -357,6 +369,7 @@ fn spectrum_train_on_two_workers_matches_one_and_resumes_on_one() {
         );
     }
     let diff = model_diff(&nodes[0], &two);
+    println!("2 nodes vs 2 workers: losses {node_losses:?} {two_losses:?}, weights {diff:.1e}");
     assert!(diff <= 1e-5, "two nodes against two workers: {diff}");
     assert!(!nodes[1].exists(), "node 1 wrote its folder");
 
