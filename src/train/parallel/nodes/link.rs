@@ -5,7 +5,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use super::hello::Hello;
-use super::wire::{Frame, read_frame, write_frame};
+use super::wire::{Frame, encode_values, read_frame, write_encoded, write_frame};
 use crate::error::{Error, Result};
 
 /// How much longer than the orchestrator a worker waits for the run to start or for a
@@ -99,10 +99,7 @@ impl NodeLink {
     pub fn mean(&mut self, what: &'static str, values: Option<&[f32]>) -> Result<Vec<f32>> {
         let seq = self.seq;
         self.seq += 1;
-        let frame = Frame::Values {
-            seq,
-            values: values.map(<[f32]>::to_vec),
-        };
+        let frame = encode_values(seq, values);
         // Bounded writes and reads: a dead orchestrator fails the run, never hangs it. The
         // read waits a little longer than the orchestrator waits for a late worker, so that
         // its message naming that worker arrives first.
@@ -111,7 +108,7 @@ impl NodeLink {
             .set_write_timeout(Some(self.timeout))
             .and_then(|()| stream.set_read_timeout(Some(self.timeout + RESULT_GRACE)));
         setup
-            .and_then(|()| write_frame(stream, &frame))
+            .and_then(|()| write_encoded(stream, &frame))
             .map_err(|e| wait_failed(what, &self.hello, &e, self.timeout))?;
         match read_frame(stream, self.hello.max_values) {
             Ok(Frame::Values {

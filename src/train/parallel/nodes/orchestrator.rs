@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use super::hello::Hello;
-use super::wire::{Frame, MAX_CONTROL_BYTES, read_frame, write_frame};
+use super::wire::{Frame, encode, read_frame, write_encoded, write_frame};
 use crate::error::{Error, Result};
 
 /// A started orchestrator, serving on its own thread until its run ends.
@@ -169,7 +169,6 @@ fn greet(stream: TcpStream, deadline: Instant) -> Option<Worker> {
     let Frame::Hello(json) = read_frame(&mut stream, 0).ok()? else {
         return None;
     };
-    debug_assert!(json.len() <= MAX_CONTROL_BYTES);
     match serde_json::from_slice::<Hello>(&json) {
         Ok(hello) => Some(Worker { hello, stream }),
         Err(e) => {
@@ -276,8 +275,9 @@ fn broadcast(
     workers: &mut [Worker],
     frame: &Frame,
 ) -> std::result::Result<(), (usize, std::io::Error)> {
+    let bytes = encode(frame);
     for (at, worker) in workers.iter_mut().enumerate() {
-        write_frame(&mut worker.stream, frame).map_err(|e| (at, e))?;
+        write_encoded(&mut worker.stream, &bytes).map_err(|e| (at, e))?;
     }
     Ok(())
 }

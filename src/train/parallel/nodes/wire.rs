@@ -31,19 +31,48 @@ pub(super) enum Frame {
 
 /// Writes `frame` whole.
 pub(super) fn write_frame(stream: &mut impl Write, frame: &Frame) -> std::io::Result<()> {
-    let (tag, payload) = match frame {
-        Frame::Hello(json) => (HELLO, json.clone()),
-        Frame::Welcome => (WELCOME, Vec::new()),
-        Frame::Refused(reason) => (REFUSED, reason.as_bytes().to_vec()),
-        Frame::Values { seq, values } => (VALUES, values_payload(*seq, values.as_deref())),
-        Frame::Leave => (LEAVE, Vec::new()),
-    };
+    write_encoded(stream, &encode(frame))
+}
+
+/// Writes a frame [`encode`]d before (once for every receiver of the same frame).
+pub(super) fn write_encoded(stream: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes)?;
+    stream.flush()
+}
+
+/// `frame`'s bytes on the wire.
+pub(super) fn encode(frame: &Frame) -> Vec<u8> {
+    match frame {
+        Frame::Hello(json) => with_header(HELLO, json),
+        Frame::Welcome => with_header(WELCOME, &[]),
+        Frame::Refused(reason) => with_header(REFUSED, reason.as_bytes()),
+        Frame::Values { seq, values } => encode_values(*seq, values.as_deref()),
+        Frame::Leave => with_header(LEAVE, &[]),
+    }
+}
+
+/// The bytes of a values frame, written straight from `values` (a gradient vector is not
+/// copied on its way).
+pub(super) fn encode_values(seq: u64, values: Option<&[f32]>) -> Vec<u8> {
+    let count = values.map_or(0, <[f32]>::len);
+    let len = 9 + 4 * count;
+    let mut bytes = Vec::with_capacity(9 + len);
+    bytes.push(VALUES);
+    bytes.extend_from_slice(&(len as u64).to_le_bytes());
+    bytes.extend_from_slice(&seq.to_le_bytes());
+    bytes.push(u8::from(values.is_some()));
+    for value in values.unwrap_or_default() {
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    bytes
+}
+
+fn with_header(tag: u8, payload: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(9 + payload.len());
     bytes.push(tag);
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&payload);
-    stream.write_all(&bytes)?;
-    stream.flush()
+    bytes.extend_from_slice(payload);
+    bytes
 }
 
 /// Reads one frame. `max_values` bounds a values frame (the run's largest reduction); any
@@ -73,17 +102,6 @@ pub(super) fn read_frame(stream: &mut impl Read, max_values: usize) -> std::io::
         LEAVE => Ok(Frame::Leave),
         other => Err(invalid(format!("an unknown frame tag {other}"))),
     }
-}
-
-fn values_payload(seq: u64, values: Option<&[f32]>) -> Vec<u8> {
-    let count = values.map_or(0, <[f32]>::len);
-    let mut payload = Vec::with_capacity(9 + 4 * count);
-    payload.extend_from_slice(&seq.to_le_bytes());
-    payload.push(u8::from(values.is_some()));
-    for value in values.unwrap_or_default() {
-        payload.extend_from_slice(&value.to_le_bytes());
-    }
-    payload
 }
 
 fn parse_values(payload: &[u8]) -> std::io::Result<Frame> {
