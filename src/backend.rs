@@ -1,6 +1,8 @@
 //! The backend the binaries and examples run on, chosen by Cargo feature:
 //! `cuda`, else `wgpu`, else `flex` (the CPU default).
 
+use crate::error::{Error, Result};
+
 #[cfg(feature = "cuda")]
 /// The backend chosen by the enabled features (`cuda` here).
 pub type DefaultBackend = burn::backend::Cuda;
@@ -43,6 +45,51 @@ impl BackendName {
         }
     }
 
+    /// Checks that the backend can run here, before any work starts: it must be compiled in
+    /// ([`Error::BackendMissing`]), and wgpu and CUDA must find a device that computes a first
+    /// small sum ([`Error::BackendUnusable`]; Burn panics on the first use of a GPU backend
+    /// that has no device, which this turns into a message).
+    pub fn check_usable(self) -> Result<()> {
+        if !self.is_compiled() {
+            return Err(Error::BackendMissing {
+                backend: self.feature(),
+            });
+        }
+        let Some((first_sum, advice)) = self.device_check() else {
+            return Ok(());
+        };
+        match quietly(first_sum) {
+            Ok(Some(3.0)) => Ok(()),
+            Ok(answer) => Err(Error::BackendUnusable {
+                backend: self.feature(),
+                reason: format!("its device computed 1 + 2 = {answer:?}"),
+            }),
+            Err(failure) => Err(Error::BackendUnusable {
+                backend: self.feature(),
+                reason: format!("it found no device ({failure}); {advice}"),
+            }),
+        }
+    }
+
+    /// For a GPU backend compiled in: its first computation and what to do when it fails.
+    fn device_check(self) -> Option<(FirstSum, &'static str)> {
+        match self {
+            #[cfg(feature = "wgpu")]
+            BackendName::Wgpu => Some((
+                first_sum::<burn::backend::Wgpu>,
+                "a Vulkan, Metal or DX12 driver is needed (on Linux without a GPU, Mesa's \
+                 lavapipe: `apt-get install mesa-vulkan-drivers libvulkan1`), or use --backend \
+                 flex",
+            )),
+            #[cfg(feature = "cuda")]
+            BackendName::Cuda => Some((
+                first_sum::<burn::backend::Cuda>,
+                "an NVIDIA GPU with its driver is needed, or use --backend wgpu or flex",
+            )),
+            _ => None,
+        }
+    }
+
     /// Whether this build has the backend.
     pub fn is_compiled(self) -> bool {
         match self {
@@ -51,6 +98,50 @@ impl BackendName {
             BackendName::Cuda => cfg!(feature = "cuda"),
         }
     }
+}
+
+/// A backend's first computation: `1 + 2` read back, `None` when it cannot be read.
+type FirstSum = fn() -> Option<f32>;
+
+/// `1 + 2` on the default device of `B`, read back to the host.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn first_sum<B: burn::tensor::backend::Backend>() -> Option<f32> {
+    let device = B::Device::default();
+    let values = burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0], &device);
+    values
+        .sum()
+        .into_data()
+        .to_vec::<f32>()
+        .ok()?
+        .first()
+        .copied()
+}
+
+/// Runs `f`, turning a panic into a message without printing it: the first panic's, which is
+/// the cause when a backend's own thread panicked and `f` only saw the channel close.
+fn quietly<T>(f: fn() -> T) -> std::result::Result<T, String> {
+    use std::sync::{Arc, Mutex};
+    let first: Arc<Mutex<Option<String>>> = Arc::default();
+    let hook = std::panic::take_hook();
+    let record = Arc::clone(&first);
+    std::panic::set_hook(Box::new(move |info| {
+        let mut first = record.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert_with(|| panic_text(info.payload()));
+    }));
+    let outcome = std::panic::catch_unwind(f);
+    std::panic::set_hook(hook);
+    outcome.map_err(|payload| {
+        let first = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+        first.unwrap_or_else(|| panic_text(payload.as_ref()))
+    })
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// mimalloc's `mi_option_purge_delay`: its index in `mi_option_e` (mimalloc.h, v2 and v3).

@@ -315,6 +315,14 @@ pub enum Error {
         /// Its Cargo feature.
         backend: &'static str,
     },
+    /// A backend compiled in that finds no device to run on (no GPU adapter, no CUDA driver).
+    #[error("the {backend} backend cannot run here: {reason}")]
+    BackendUnusable {
+        /// Its command-line name.
+        backend: &'static str,
+        /// What failed and what to do.
+        reason: String,
+    },
     /// An output folder that is a file.
     #[error("{0}: is a file, not a folder")]
     NotAFolder(PathBuf),

@@ -1,75 +1,21 @@
 //! Our Llama/Mistral against transformers 4.46.3 on tiny random models
-//! (fixtures from scripts/make_model_fixtures.py).
+//! (fixtures from scripts/make_model_fixtures.py), on the backend of the build (flex, or wgpu
+//! or CUDA with their feature: see `tests/backends.rs`).
 
 mod common;
 
+use common::expected::{Expected, MODELS};
 use common::{f32_values as values, max_abs_diff};
 
 use std::path::Path;
 
-use burn::backend::Flex;
-use burn::tensor::{Int, Tensor, TensorData};
 use burn_spectrum::Error;
 use burn_spectrum::model::{GenerationConfig, KvCache, LlamaForCausalLM, generate, ids_tensor};
 use safetensors::{Dtype, SafeTensors};
 
-type B = Flex;
+type B = common::TestBackend;
 
-const MODELS: [&str; 4] = ["llama_gqa", "llama_tied", "llama3_rope", "mistral_sw"];
 const TOLERANCE: f32 = 1e-4;
-
-/// The tensors of `expected.safetensors`.
-struct Expected {
-    bytes: Vec<u8>,
-}
-
-impl Expected {
-    fn read(model: &str) -> Self {
-        let path = common::fixture(&format!("models/{model}/expected.safetensors"));
-        Expected {
-            bytes: std::fs::read(path).unwrap(),
-        }
-    }
-
-    fn shape_and_bytes(&self, name: &str) -> (Vec<usize>, Dtype, Vec<u8>) {
-        let file = SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = file.tensor(name).unwrap();
-        (t.shape().to_vec(), t.dtype(), t.data().to_vec())
-    }
-
-    fn ids(&self, name: &str) -> Vec<Vec<u32>> {
-        let (shape, dtype, bytes) = self.shape_and_bytes(name);
-        assert_eq!(dtype, Dtype::I64);
-        let flat: Vec<i64> = bytes
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        flat.chunks(shape[1])
-            .map(|row| row.iter().map(|&v| v as u32).collect())
-            .collect()
-    }
-
-    fn labels(&self) -> Tensor<B, 2, Int> {
-        let (shape, _, bytes) = self.shape_and_bytes("labels");
-        let flat: Vec<i64> = bytes
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        Tensor::from_data(
-            TensorData::new(flat, [shape[0], shape[1]]),
-            &Default::default(),
-        )
-    }
-
-    fn floats(&self, name: &str) -> Vec<f32> {
-        let (_, dtype, bytes) = self.shape_and_bytes(name);
-        assert_eq!(dtype, Dtype::F32);
-        bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect()
-    }
-}
 
 fn load(dir: &Path) -> LlamaForCausalLM<B> {
     LlamaForCausalLM::from_pretrained(dir, &Default::default()).unwrap()
@@ -92,7 +38,9 @@ fn logits_and_loss_equal_transformers() {
         eprintln!("{name}: max |logit difference| {diff:.2e}");
         assert!(diff < TOLERANCE, "{name}: logits differ by {diff}");
 
-        let loss = values(LlamaForCausalLM::causal_lm_loss(logits, expected.labels()).unwrap())[0];
+        let loss = values(
+            LlamaForCausalLM::causal_lm_loss(logits, expected.labels(&Default::default())).unwrap(),
+        )[0];
         let want = expected.floats("loss")[0];
         assert!(
             (loss - want).abs() < TOLERANCE,

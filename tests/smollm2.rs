@@ -1,5 +1,6 @@
 //! The real SmolLM2-135M-Instruct, imported from its GGUF, against transformers 4.46.3
-//! (tests/fixtures/smollm2_reference.json from scripts/smollm2_reference.py).
+//! (tests/fixtures/smollm2_reference.json from scripts/smollm2_reference.py). Its greedy
+//! generation is in `tests/backends.rs`, which runs on every backend.
 //!
 //! Needs `./scripts/get_smollm2.sh` to have run. Without the model these tests say so and
 //! pass, unless SPECTRUM_REQUIRE_ASSETS=1 (as in CI), where a missing model is a failure.
@@ -10,33 +11,19 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use burn::backend::Flex;
-use burn_spectrum::model::top_logits;
-use burn_spectrum::model::{ChatMessage, GenerationConfig, LlamaForCausalLM, Tokenizer, generate};
+
+use burn_spectrum::model::{LlamaForCausalLM, Tokenizer};
 use serde_json::Value;
 
 fn model_dir() -> Option<PathBuf> {
     common::smollm2_dir()
 }
 
-fn reference() -> Value {
-    let text = std::fs::read_to_string(common::fixture("smollm2_reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn ids(value: &Value) -> Vec<u32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
-}
-
 #[test]
 fn tokenizer_equals_smollm2s() {
     let Some(dir) = model_dir() else { return };
     let tokenizer = Tokenizer::from_dir(&dir).unwrap();
-    let reference = reference();
+    let reference = common::smollm2_reference();
     let cases = reference["tokenize"]
         .as_array()
         .unwrap()
@@ -44,57 +31,9 @@ fn tokenizer_equals_smollm2s() {
         .chain(reference["digits_comparison"].as_array().unwrap());
     for case in cases {
         let text = case["text"].as_str().unwrap();
-        let want = ids(&case["ids_real"]);
+        let want = common::json_ids(&case["ids_real"]);
         assert_eq!(tokenizer.encode(text, true).unwrap(), want, "{text:?}");
         assert_eq!(tokenizer.decode(&want, false).unwrap(), text);
-    }
-}
-
-#[test]
-fn greedy_continuations_equal_transformers() {
-    let Some(dir) = model_dir() else { return };
-    let tokenizer = Tokenizer::from_dir(&dir).unwrap();
-    let model = LlamaForCausalLM::<Flex>::from_pretrained(&dir, &Default::default()).unwrap();
-    for case in reference()["greedy"].as_array().unwrap() {
-        let prompt = case["prompt"].as_str().unwrap();
-        let prompt_ids = if case["kind"] == "chat" {
-            let text = tokenizer
-                .apply_chat_template(&[ChatMessage::user("What is the capital of France?")], true)
-                .unwrap();
-            assert_eq!(text, prompt);
-            tokenizer.encode(&text, false).unwrap()
-        } else {
-            tokenizer.encode(prompt, true).unwrap()
-        };
-        assert_eq!(prompt_ids, ids(&case["prompt_ids"]), "{prompt:?}");
-
-        let config = GenerationConfig {
-            max_new_tokens: 12,
-            eos_token_ids: vec![2],
-            ..Default::default()
-        };
-        let generation =
-            generate(&model, &prompt_ids, &config, &Default::default(), |_| {}).unwrap();
-        assert_eq!(
-            generation.generated_ids,
-            ids(&case["generated_ids"]),
-            "{prompt:?}"
-        );
-        assert_eq!(
-            tokenizer.decode(&generation.generated_ids, true).unwrap(),
-            case["text"].as_str().unwrap()
-        );
-
-        let want = case["last_logits_top"].as_array().unwrap();
-        let got = top_logits(&generation.last_prompt_logits, want.len());
-        for ((id, logit), want) in got.iter().zip(want) {
-            assert_eq!(*id as u64, want[0].as_u64().unwrap(), "{prompt:?}");
-            let want = want[1].as_f64().unwrap() as f32;
-            assert!(
-                (logit - want).abs() < 2e-3,
-                "{prompt:?}: logit {logit} vs {want}"
-            );
-        }
     }
 }
 
@@ -121,7 +60,7 @@ fn cli_generate_prints_the_json_line() {
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     let line: Value = serde_json::from_str(&stdout).unwrap();
-    let reference = reference();
+    let reference = common::smollm2_reference();
     let chat = &reference["greedy"][1];
     assert_eq!(line["prompt_ids"], chat["prompt_ids"]);
     assert_eq!(line["generated_ids"], chat["generated_ids"]);

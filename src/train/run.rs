@@ -334,9 +334,10 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
 }
 
 /// [`run`] on the backend `backend`, which must be compiled in ([`Error::BackendMissing`]
-/// otherwise).
+/// otherwise) and find its device ([`Error::BackendUnusable`]; checked before anything else).
 pub fn run_on(backend: BackendName, config: &RunConfig) -> Result<RunSummary> {
     use burn::backend::Autodiff;
+    backend.check_usable()?;
     match backend {
         #[cfg(feature = "flex")]
         BackendName::Flex => run::<Autodiff<burn::backend::Flex>>(config, &Default::default()),

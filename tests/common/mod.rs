@@ -3,10 +3,31 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod expected;
+
+/// The backend of the backend-generic suites (`tests/model_reference.rs`, `tests/backends.rs`):
+/// CUDA or wgpu when built with that feature (`cargo test --features wgpu --test backends`),
+/// else flex.
+pub type TestBackend = burn_spectrum::backend::DefaultBackend;
+
+/// The repository the tests read their fixtures and assets from: where they were built, or
+/// `SPECTRUM_REPO_DIR` when test executables built elsewhere run on another machine
+/// (`scripts/gpu_check.sh`).
+pub fn repo_dir() -> PathBuf {
+    std::env::var_os("SPECTRUM_REPO_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The `spectrum` binary: the one Cargo built for these tests, or `SPECTRUM_BIN`.
+pub fn spectrum_bin() -> PathBuf {
+    std::env::var_os("SPECTRUM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_spectrum")))
+}
+
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    repo_dir().join("tests/fixtures").join(name)
 }
 
 /// The published tables of spectrum.py (Apache-2.0, with their license), carried in
@@ -85,7 +106,7 @@ pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
 /// The SmolLM2 folder that `scripts/get_smollm2.sh` makes, or `None` (the test skips) when it
 /// is missing; with `SPECTRUM_REQUIRE_ASSETS=1` (CI) a missing folder fails the test.
 pub fn smollm2_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/models/SmolLM2-135M-Instruct");
+    let dir = repo_dir().join("assets/models/SmolLM2-135M-Instruct");
     if dir.join("tokenizer.json").exists() {
         return Some(dir);
     }
@@ -141,15 +162,14 @@ pub fn short_examples(n: u32) -> Vec<burn_spectrum::data::Example> {
 }
 
 /// Each parameter's path and values, in the model's visiting order.
-pub fn named_values(
-    model: &burn_spectrum::model::LlamaForCausalLM<burn::backend::Flex>,
+pub fn named_values<B: burn::tensor::backend::Backend>(
+    model: &burn_spectrum::model::LlamaForCausalLM<B>,
 ) -> Vec<(String, Vec<f32>)> {
-    use burn::backend::Flex;
     use burn::module::{Module, ModuleVisitor, Param};
     use burn::tensor::Tensor;
     struct Collect(Vec<Vec<f32>>);
-    impl ModuleVisitor<Flex> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Flex, D>>) {
+    impl<B: burn::tensor::backend::Backend> ModuleVisitor<B> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             self.0.push(f32_values(param.val()));
         }
     }
@@ -183,5 +203,22 @@ pub fn first_layer_and_head<B: burn::tensor::backend::Backend>(
         .iter()
         .filter(|p| p.path.starts_with("model.layers.0.") || p.path.starts_with("lm_head"))
         .map(|p| p.id)
+        .collect()
+}
+
+/// transformers' outputs for SmolLM2 (`tests/fixtures/smollm2_reference.json`, made by
+/// `scripts/smollm2_reference.py`).
+pub fn smollm2_reference() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture("smollm2_reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A JSON array of token ids.
+pub fn json_ids(value: &serde_json::Value) -> Vec<u32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
         .collect()
 }

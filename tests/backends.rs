@@ -1,0 +1,433 @@
+//! The suite every backend must pass. It runs on flex by default; built with `--features wgpu`
+//! or `--features cuda` it runs on that backend, with flex (always compiled in) as the
+//! reference where the reference is our own CPU result:
+//!
+//! - one training run of a few steps per method: the same losses as flex (the first step's for
+//!   the adapter methods, whose random A matrices differ by backend), the loss goes down,
+//!   frozen parameters bit-identical, optimizer state only for the trainable ones;
+//! - NF4 dequantization bit-identical to bitsandbytes (the `nf4` fixtures);
+//! - SmolLM2's logits against flex, and its greedy generation against transformers.
+//!
+//! `tests/model_reference.rs` is the rest of the suite, generic in the same way: the tiny
+//! models' logits, cached generation, save/load round trip and module scan against
+//! transformers. `scripts/check_wgpu.sh` runs both on wgpu; `scripts/gpu_check.sh` on CUDA.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{f32_values as values, max_abs_diff, named_values};
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{AutodiffModule, ParamId};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
+use burn_spectrum::model::{
+    ChatMessage, GenerationConfig, LlamaForCausalLM, Tokenizer, generate, ids_tensor, top_logits,
+};
+use burn_spectrum::nn::{Nf4Weight, float_params};
+use burn_spectrum::peft::LoraConfig;
+use burn_spectrum::train::{LrSchedule, Method, MicroLoss, SpectrumSource, TrainConfig, TrainStep};
+use safetensors::SafeTensors;
+
+type B = common::TestBackend;
+
+/// Training losses on this backend against flex's, relative: three steps of AdamW at a high
+/// learning rate let the backends' summation orders drift apart a little.
+const LOSS_TOLERANCE: f64 = 1e-4;
+/// SmolLM2's logits (magnitudes up to ~30) on this backend against flex's, absolute.
+const SMOLLM2_LOGIT_TOLERANCE: f32 = 2e-3;
+
+fn methods() -> Vec<Method> {
+    let lora = LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        ..Default::default()
+    };
+    vec![
+        Method::Full,
+        Method::Spectrum(SpectrumSource::TopPercent(50)),
+        Method::Lora(lora.clone()),
+        Method::QLora(lora.clone()),
+        Method::SpectrumQLora(SpectrumSource::TopPercent(50), lora),
+    ]
+}
+
+/// What a short run of `method` on the tiny GQA Llama shows on backend `A`.
+struct Trained {
+    losses: Vec<f64>,
+    optimizer_states: usize,
+    trainable: usize,
+    /// Frozen float parameters whose values changed, by path.
+    moved_frozen: Vec<String>,
+    /// Whether the first layer's `up_proj` base (dense or NF4) changed.
+    up_proj_moved: bool,
+}
+
+fn train<A: AutodiffBackend>(method: &Method) -> Trained {
+    let device = Default::default();
+    let model =
+        LlamaForCausalLM::<A>::from_pretrained(&common::fixture("models/llama_gqa"), &device)
+            .unwrap();
+    let prepared = method.prepare(model, &device).unwrap();
+    let trainable: HashSet<ParamId> = prepared.trainable.iter().copied().collect();
+    let frozen_paths: HashSet<String> = float_params(&prepared.model)
+        .into_iter()
+        .filter(|p| !trainable.contains(&p.id))
+        .map(|p| p.path)
+        .collect();
+    let before = named_values(&prepared.model.valid());
+    let up_before = values(prepared.model.model.layers[0].mlp.up_proj.base_weight());
+
+    let ids: Vec<Vec<u32>> = (0..2)
+        .map(|b| (0..12).map(|t| ((t * 7 + b * 3) % 256) as u32).collect())
+        .collect();
+    let labels: Vec<i64> = ids.iter().flatten().map(|&i| i64::from(i)).collect();
+    let loss_of = |m: &LlamaForCausalLM<A>, _: &()| {
+        let logits = m.forward(ids_tensor(&ids, &device).unwrap());
+        let labels = Tensor::from_data(TensorData::new(labels.clone(), [2, 12]), &device);
+        Ok(MicroLoss::new(
+            LlamaForCausalLM::causal_lm_loss(logits, labels).unwrap(),
+            22,
+        ))
+    };
+    let config = TrainConfig {
+        schedule: LrSchedule::constant(2e-3),
+        ..Default::default()
+    };
+    let (mut model, mut step) = TrainStep::new(prepared.model, &prepared.trainable, config);
+    let mut losses = Vec::new();
+    for _ in 0..3 {
+        let (next, metrics) = step.step(model, &[()], loss_of).unwrap();
+        model = next;
+        losses.push(metrics.loss);
+    }
+
+    let after = named_values(&model.valid());
+    let moved_frozen = before
+        .iter()
+        .zip(&after)
+        .filter(|((path, old), (_, new))| frozen_paths.contains(path) && old != new)
+        .map(|((path, _), _)| path.clone())
+        .collect();
+    let up_after = values(model.model.layers[0].mlp.up_proj.base_weight());
+    Trained {
+        losses,
+        optimizer_states: step.optimizer_state_len(),
+        trainable: prepared.trainable.len(),
+        moved_frozen,
+        up_proj_moved: up_after != up_before,
+    }
+}
+
+#[test]
+fn every_method_trains_as_on_flex() {
+    for method in methods() {
+        let name = method.name();
+        let here = train::<Autodiff<B>>(&method);
+        let flex = train::<Autodiff<Flex>>(&method);
+        eprintln!("{name}: losses {:?}, flex {:?}", here.losses, flex.losses);
+        for (got, want) in here
+            .losses
+            .iter()
+            .zip(&flex.losses)
+            .take(comparable_steps(&method))
+        {
+            assert!(
+                (got - want).abs() <= LOSS_TOLERANCE * want.abs(),
+                "{name}: losses {:?}, flex {:?}",
+                here.losses,
+                flex.losses
+            );
+        }
+        assert!(here.losses[2] < here.losses[0], "{name}: {:?}", here.losses);
+        assert_eq!(here.optimizer_states, here.trainable, "{name}");
+        assert!(
+            here.moved_frozen.is_empty(),
+            "{name}: {:?}",
+            here.moved_frozen
+        );
+        let base_trains = matches!(method, Method::Full | Method::Spectrum(_));
+        assert!(
+            !here.up_proj_moved || base_trains,
+            "{name}: a frozen base moved"
+        );
+        assert_eq!(here.up_proj_moved, flex.up_proj_moved, "{name}");
+    }
+}
+
+/// How many steps' losses must equal flex's: all of them, but only the first for the adapter
+/// methods, whose A matrices each backend draws from its own random generator (B starts at
+/// zero, so the first step's loss does not depend on them).
+fn comparable_steps(method: &Method) -> usize {
+    match method {
+        Method::Full | Method::Spectrum(_) => usize::MAX,
+        _ => 1,
+    }
+}
+
+/// Equal bit for bit, any two NaNs equal.
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+}
+
+#[test]
+fn nf4_dequantizes_like_bitsandbytes() {
+    let bytes = std::fs::read(common::fixture("nf4/nf4_cases.safetensors")).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let floats = |name: &str| -> (Vec<f32>, Vec<usize>) {
+        let t = file.tensor(name).unwrap();
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        (v, t.shape().to_vec())
+    };
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).unwrap();
+    let cases = metadata.metadata().clone().unwrap()["cases"].clone();
+    let device = Default::default();
+    let mut compared = 0;
+    for case in cases.split(',') {
+        let (input, shape) = floats(&format!("{case}.input"));
+        if input.len() % 64 != 0 {
+            continue; // not whole NF4 blocks: refused by Nf4Weight (checked on flex's unit tests)
+        }
+        let weight = Nf4Weight::<B>::quantize(&input, [shape[0], shape[1]], &device).unwrap();
+        // Burn's layout is [in, out]: transposed back to the reference's rows.
+        let got = values(weight.dequantize().transpose());
+        let (want, _) = floats(&format!("{case}.dq_dequant"));
+        assert!(same_bits(&got, &want), "{case}");
+        compared += 1;
+    }
+    assert!(compared >= 4, "only {compared} whole-block cases");
+}
+
+#[test]
+fn smollm2_logits_equal_flex() {
+    let Some(dir) = common::smollm2_dir() else {
+        return;
+    };
+    let tokenizer = Tokenizer::from_dir(&dir).unwrap();
+    let prompt = tokenizer
+        .encode(
+            "The capital of France is Paris, and the capital of Italy is",
+            true,
+        )
+        .unwrap();
+    let batch = std::slice::from_ref(&prompt);
+    let here = LlamaForCausalLM::<B>::from_pretrained(&dir, &Default::default()).unwrap();
+    let flex = LlamaForCausalLM::<Flex>::from_pretrained(&dir, &Default::default()).unwrap();
+    let here = values(here.forward(ids_tensor(batch, &Default::default()).unwrap()));
+    let flex = values(flex.forward(ids_tensor(batch, &Default::default()).unwrap()));
+    let diff = max_abs_diff(&here, &flex);
+    eprintln!(
+        "SmolLM2, {} positions: max |logit difference| to flex {diff:.2e}",
+        prompt.len()
+    );
+    assert!(diff < SMOLLM2_LOGIT_TOLERANCE, "{diff}");
+}
+
+#[test]
+fn smollm2_greedy_generation_equals_transformers() {
+    let Some(dir) = common::smollm2_dir() else {
+        return;
+    };
+    let tokenizer = Tokenizer::from_dir(&dir).unwrap();
+    let model = LlamaForCausalLM::<B>::from_pretrained(&dir, &Default::default()).unwrap();
+    for case in common::smollm2_reference()["greedy"].as_array().unwrap() {
+        let prompt = case["prompt"].as_str().unwrap();
+        let prompt_ids = if case["kind"] == "chat" {
+            let text = tokenizer
+                .apply_chat_template(&[ChatMessage::user("What is the capital of France?")], true)
+                .unwrap();
+            assert_eq!(text, prompt);
+            tokenizer.encode(&text, false).unwrap()
+        } else {
+            tokenizer.encode(prompt, true).unwrap()
+        };
+        assert_eq!(
+            prompt_ids,
+            common::json_ids(&case["prompt_ids"]),
+            "{prompt:?}"
+        );
+
+        let config = GenerationConfig {
+            max_new_tokens: 12,
+            eos_token_ids: vec![2],
+            ..Default::default()
+        };
+        let generation =
+            generate(&model, &prompt_ids, &config, &Default::default(), |_| {}).unwrap();
+        assert_eq!(
+            generation.generated_ids,
+            common::json_ids(&case["generated_ids"]),
+            "{prompt:?}"
+        );
+        assert_eq!(
+            tokenizer.decode(&generation.generated_ids, true).unwrap(),
+            case["text"].as_str().unwrap()
+        );
+
+        let want = case["last_logits_top"].as_array().unwrap();
+        let got = top_logits(&generation.last_prompt_logits, want.len());
+        for ((id, logit), want) in got.iter().zip(want) {
+            assert_eq!(u64::from(*id), want[0].as_u64().unwrap(), "{prompt:?}");
+            let want = want[1].as_f64().unwrap() as f32;
+            assert!(
+                (logit - want).abs() < 2e-3,
+                "{prompt:?}: logit {logit} vs {want}"
+            );
+        }
+    }
+}
+
+/// `spectrum train` on the GPU backend of this build, through the binary.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cli {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output};
+
+    /// The backend the build adds to flex.
+    const BACKEND: &str = if cfg!(feature = "cuda") {
+        "cuda"
+    } else {
+        "wgpu"
+    };
+    /// Environment under which that backend finds no device: Vulkan without drivers, CUDA
+    /// without visible GPUs.
+    const NO_DEVICE: (&str, &str) = if cfg!(feature = "cuda") {
+        ("CUDA_VISIBLE_DEVICES", "")
+    } else {
+        ("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+    };
+
+    fn spectrum(args: &[&str]) -> Command {
+        let mut command = Command::new(super::common::spectrum_bin());
+        command.args(args);
+        command
+    }
+
+    fn s(path: &Path) -> &str {
+        path.to_str().unwrap()
+    }
+
+    fn tiny_model(dir: &Path) -> PathBuf {
+        let model = dir.join("model");
+        let gguf = super::common::fixture("gguf/tiny_llama.gguf");
+        let out = spectrum(&["import-gguf", s(&gguf), s(&model)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        model
+    }
+
+    fn data(dir: &Path) -> PathBuf {
+        let records: Vec<serde_json::Value> = (0..16)
+            .map(|i| {
+                serde_json::json!({"instruction": format!("Say {i}."), "input": "",
+                                   "output": format!("{i}.")})
+            })
+            .collect();
+        let path = dir.join("data.json");
+        std::fs::write(&path, serde_json::to_vec(&records).unwrap()).unwrap();
+        path
+    }
+
+    fn train(model: &Path, data: &Path, out: &Path, backend: &str, method: &str) -> Command {
+        spectrum(&[
+            "train",
+            s(model),
+            "--data",
+            s(data),
+            "--method",
+            method,
+            "--backend",
+            backend,
+            "--output-dir",
+            s(out),
+            "--steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "256",
+            "--eval-samples",
+            "2",
+            "--quiet",
+        ])
+    }
+
+    fn losses(out: &Path) -> Vec<f64> {
+        let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        text.lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter_map(|line| line["loss"].as_f64())
+            .collect()
+    }
+
+    fn succeeded(out: Output) {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The whole workflow of `spectrum train` (load, train, evaluate, export) on this backend
+    /// gives flex's losses (for LoRA the first step's: see `comparable_steps`).
+    #[test]
+    fn training_through_the_binary_equals_flex() {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, data) = (tiny_model(dir.path()), data(dir.path()));
+        for method in ["full", "lora"] {
+            let here = dir.path().join(format!("{method}-{BACKEND}"));
+            let flex = dir.path().join(format!("{method}-flex"));
+            succeeded(
+                train(&model, &data, &here, BACKEND, method)
+                    .output()
+                    .unwrap(),
+            );
+            succeeded(
+                train(&model, &data, &flex, "flex", method)
+                    .output()
+                    .unwrap(),
+            );
+            let (got, want) = (losses(&here), losses(&flex));
+            eprintln!("{method}: {BACKEND} {got:?}, flex {want:?}");
+            assert_eq!(got.len(), 3, "{got:?}");
+            assert_eq!(got.len(), want.len());
+            let comparable = if method == "full" { got.len() } else { 1 };
+            for (g, w) in got.iter().zip(&want).take(comparable) {
+                assert!(
+                    (g - w).abs() <= super::LOSS_TOLERANCE * w.abs(),
+                    "{got:?} vs {want:?}"
+                );
+            }
+            assert!(here.join("model/model.safetensors").exists());
+        }
+    }
+
+    /// Without a device, one message and exit status 1, before anything is written.
+    #[test]
+    fn a_backend_without_a_device_is_refused_before_any_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, data) = (tiny_model(dir.path()), data(dir.path()));
+        let out_dir = dir.path().join("out");
+        let out = train(&model, &data, &out_dir, BACKEND, "full")
+            .env(NO_DEVICE.0, NO_DEVICE.1)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("the {BACKEND} backend cannot run here")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!out_dir.exists());
+    }
+}
