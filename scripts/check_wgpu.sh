@@ -10,9 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 
+# The Vulkan loader and at least one driver manifest (ICD).
 has_vulkan() {
-  ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' &&
-    ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1
+  ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' || return 1
+  for icd in /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json; do
+    if [ -e "$icd" ]; then return 0; fi
+  done
+  return 1
 }
 if ! has_vulkan; then
   echo "== no Vulkan driver: installing Mesa's (lavapipe runs Vulkan on the CPU)"
