@@ -159,11 +159,9 @@ fn method_names(names: &[String]) -> Result<Vec<MethodName>> {
 
 /// Fetches the default model and data when missing; any other missing path is an error.
 fn check_inputs(cli: &Cli) -> Result<()> {
-    if !cli.train.backend.is_compiled() {
-        return Err(Error::BackendMissing {
-            backend: cli.train.backend.feature(),
-        });
-    }
+    // Compiled in; the device is checked by each method's process (run_on), so that this
+    // parent holds no GPU context while they run.
+    cli.train.backend.check_compiled()?;
     for (path, default, script) in [
         (&cli.model, DEFAULT_MODEL, "scripts/get_smollm2.sh"),
         (&cli.data, DEFAULT_DATA, "scripts/get_alpaca.sh"),

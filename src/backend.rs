@@ -50,11 +50,7 @@ impl BackendName {
     /// small sum ([`Error::BackendUnusable`]; Burn panics on the first use of a GPU backend
     /// that has no device, which this turns into a message).
     pub fn check_usable(self) -> Result<()> {
-        if !self.is_compiled() {
-            return Err(Error::BackendMissing {
-                backend: self.feature(),
-            });
-        }
+        self.check_compiled()?;
         let Some((first_sum, advice)) = self.device_check() else {
             return Ok(());
         };
@@ -87,6 +83,17 @@ impl BackendName {
                 "an NVIDIA GPU with its driver is needed, or use --backend wgpu or flex",
             )),
             _ => None,
+        }
+    }
+
+    /// [`Error::BackendMissing`] unless this build has the backend (no device is touched).
+    pub fn check_compiled(self) -> Result<()> {
+        if self.is_compiled() {
+            Ok(())
+        } else {
+            Err(Error::BackendMissing {
+                backend: self.feature(),
+            })
         }
     }
 

@@ -288,8 +288,10 @@ fn smollm2_greedy_generation_equals_transformers() {
 /// `spectrum train` on the GPU backend of this build, through the binary.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cli {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::process::{Command, Output};
+
+    use super::common::{counting_data, tiny_model};
 
     /// The backend the build adds to flex.
     const BACKEND: &str = if cfg!(feature = "cuda") {
@@ -313,28 +315,6 @@ mod cli {
 
     fn s(path: &Path) -> &str {
         path.to_str().unwrap()
-    }
-
-    fn tiny_model(dir: &Path) -> PathBuf {
-        let model = dir.join("model");
-        let gguf = super::common::fixture("gguf/tiny_llama.gguf");
-        let out = spectrum(&["import-gguf", s(&gguf), s(&model)])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        model
-    }
-
-    fn data(dir: &Path) -> PathBuf {
-        let records: Vec<serde_json::Value> = (0..16)
-            .map(|i| {
-                serde_json::json!({"instruction": format!("Say {i}."), "input": "",
-                                   "output": format!("{i}.")})
-            })
-            .collect();
-        let path = dir.join("data.json");
-        std::fs::write(&path, serde_json::to_vec(&records).unwrap()).unwrap();
-        path
     }
 
     fn train(model: &Path, data: &Path, out: &Path, backend: &str, method: &str) -> Command {
@@ -382,7 +362,7 @@ mod cli {
     #[test]
     fn training_through_the_binary_equals_flex() {
         let dir = tempfile::tempdir().unwrap();
-        let (model, data) = (tiny_model(dir.path()), data(dir.path()));
+        let (model, data) = (tiny_model(dir.path()), counting_data(dir.path()));
         for method in ["full", "lora"] {
             let here = dir.path().join(format!("{method}-{BACKEND}"));
             let flex = dir.path().join(format!("{method}-flex"));
@@ -415,7 +395,7 @@ mod cli {
     #[test]
     fn a_backend_without_a_device_is_refused_before_any_work() {
         let dir = tempfile::tempdir().unwrap();
-        let (model, data) = (tiny_model(dir.path()), data(dir.path()));
+        let (model, data) = (tiny_model(dir.path()), counting_data(dir.path()));
         let out_dir = dir.path().join("out");
         let out = train(&model, &data, &out_dir, BACKEND, "full")
             .env(NO_DEVICE.0, NO_DEVICE.1)

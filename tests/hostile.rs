@@ -7,12 +7,12 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use burn_spectrum::spectrum::Selection;
-use common::fixture;
+use common::{counting_data, fixture, tiny_model};
 use serde_json::{Value, json};
 
 /// Address space a case may use: far above what these tiny inputs need, far below what a
@@ -149,19 +149,6 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .map(|(name, _)| name)
         .filter(|name| name.split('/').any(|part| part.starts_with(".spectrum-")))
         .collect()
-}
-
-/// A complete tiny model folder (tokenizer and chat template included), imported from the
-/// GGUF fixture.
-fn tiny_model(dir: &Path) -> PathBuf {
-    let model = dir.join("model");
-    let out = run(&[
-        "import-gguf",
-        s(&fixture("gguf/tiny_llama.gguf")),
-        s(&model),
-    ]);
-    assert_eq!(out.code, Some(0), "{}", out.describe());
-    model
 }
 
 fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
@@ -737,18 +724,6 @@ fn a_training_run_killed_at_any_moment_resumes() {
         interrupted * 2 >= fractions.len(),
         "most kills land before the end"
     );
-}
-
-/// An Alpaca file of 16 short records in `dir`.
-fn counting_data(dir: &Path) -> PathBuf {
-    let records: Vec<Value> = (0..16)
-        .map(
-            |i| json!({"instruction": format!("Say {i}."), "input": "", "output": format!("{i}.")}),
-        )
-        .collect();
-    let data = dir.join("data.json");
-    std::fs::write(&data, serde_json::to_vec(&records).unwrap()).unwrap();
-    data
 }
 
 /// A port nothing listens on (just now).

@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use burn::backend::Flex;
-
 use burn_spectrum::model::{LlamaForCausalLM, Tokenizer};
 use serde_json::Value;
 

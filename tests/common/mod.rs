@@ -222,3 +222,34 @@ pub fn json_ids(value: &serde_json::Value) -> Vec<u32> {
         .map(|v| v.as_u64().unwrap() as u32)
         .collect()
 }
+
+/// A complete tiny model folder `dir/model` (tokenizer and chat template included), imported
+/// from the GGUF fixture by the `spectrum` binary.
+pub fn tiny_model(dir: &Path) -> PathBuf {
+    let model = dir.join("model");
+    let out = std::process::Command::new(spectrum_bin())
+        .arg("import-gguf")
+        .arg(fixture("gguf/tiny_llama.gguf"))
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "import-gguf: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    model
+}
+
+/// An Alpaca file of 16 short records, `dir/data.json`.
+pub fn counting_data(dir: &Path) -> PathBuf {
+    let records: Vec<serde_json::Value> = (0..16)
+        .map(|i| {
+            serde_json::json!({"instruction": format!("Say {i}."), "input": "",
+                               "output": format!("{i}.")})
+        })
+        .collect();
+    let data = dir.join("data.json");
+    std::fs::write(&data, serde_json::to_vec(&records).unwrap()).unwrap();
+    data
+}
