@@ -24,7 +24,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex};
-use common::{longest_records, peak_kib, root, run_child, run_line};
+use common::{longest_records, peak_kib, root, run_child, run_line, write_batch};
 
 use burn_spectrum::data::Batch;
 use burn_spectrum::model::{LlamaForCausalLM, Tokenizer};
@@ -73,16 +73,6 @@ fn batch(tokenizer: &Tokenizer) -> Batch {
 /// Where the batch and the trainable names are written for the PyTorch peer.
 fn work_dir() -> std::path::PathBuf {
     root().join("target/bench-train-step")
-}
-
-/// The batch as the peer reads it: `input_ids`, `attention_mask`, `labels`.
-fn write_batch(batch: &Batch, path: &std::path::Path) {
-    let json = serde_json::json!({
-        "input_ids": batch.ids,
-        "attention_mask": batch.attention_mask,
-        "labels": batch.labels,
-    });
-    std::fs::write(path, json.to_string()).expect("writes the batch");
 }
 
 /// Runs one method; prints `name seconds_per_step peak_step_mib trainable total weight grad

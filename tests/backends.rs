@@ -33,10 +33,19 @@ use safetensors::SafeTensors;
 type B = common::TestBackend;
 
 /// Training losses on this backend against flex's, relative: three steps of AdamW at a high
-/// learning rate let the backends' summation orders drift apart a little.
-const LOSS_TOLERANCE: f64 = 1e-4;
-/// SmolLM2's logits (magnitudes up to ~30) on this backend against flex's, absolute.
-const SMOLLM2_LOGIT_TOLERANCE: f32 = 2e-3;
+/// learning rate let the backends' summation orders drift apart a little. With TF32 matrix
+/// products (CUDA, see `common::matmul_rounds_to_tf32`) they differed by up to 1.8e-4 on an
+/// H200.
+fn loss_tolerance() -> f64 {
+    common::tolerance(1e-4, 1e-3)
+}
+
+/// SmolLM2's logits (magnitudes up to ~30) on this backend against flex's and transformers',
+/// absolute. The TF32 value is an allowance, not yet measured: SmolLM2 does not travel to the
+/// GPU machine.
+fn smollm2_logit_tolerance() -> f32 {
+    common::tolerance(2e-3, 1e-1)
+}
 
 fn methods() -> Vec<Method> {
     let lora = LoraConfig {
@@ -134,7 +143,7 @@ fn every_method_trains_as_on_flex() {
             .take(comparable_steps(&method))
         {
             assert!(
-                (got - want).abs() <= LOSS_TOLERANCE * want.abs(),
+                (got - want).abs() <= loss_tolerance() * want.abs(),
                 "{name}: losses {:?}, flex {:?}",
                 here.losses,
                 flex.losses
@@ -228,7 +237,7 @@ fn smollm2_logits_equal_flex() {
         "SmolLM2, {} positions: max |logit difference| to flex {diff:.2e}",
         prompt.len()
     );
-    assert!(diff < SMOLLM2_LOGIT_TOLERANCE, "{diff}");
+    assert!(diff < smollm2_logit_tolerance(), "{diff}");
 }
 
 #[test]
@@ -278,7 +287,7 @@ fn smollm2_greedy_generation_equals_transformers() {
             assert_eq!(u64::from(*id), want[0].as_u64().unwrap(), "{prompt:?}");
             let want = want[1].as_f64().unwrap() as f32;
             assert!(
-                (logit - want).abs() < 2e-3,
+                (logit - want).abs() < smollm2_logit_tolerance(),
                 "{prompt:?}: logit {logit} vs {want}"
             );
         }
@@ -383,7 +392,7 @@ mod cli {
             let comparable = if method == "full" { got.len() } else { 1 };
             for (g, w) in got.iter().zip(&want).take(comparable) {
                 assert!(
-                    (g - w).abs() <= super::LOSS_TOLERANCE * w.abs(),
+                    (g - w).abs() <= super::loss_tolerance() * w.abs(),
                     "{got:?} vs {want:?}"
                 );
             }

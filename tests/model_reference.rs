@@ -15,7 +15,12 @@ use safetensors::{Dtype, SafeTensors};
 
 type B = common::TestBackend;
 
-const TOLERANCE: f32 = 1e-4;
+/// Logits and losses against transformers' (f32, absolute). With TF32 matrix products (CUDA,
+/// see `common::matmul_rounds_to_tf32`) the tiny models' logits differed by up to 1.9e-2 on an
+/// H200.
+fn tolerance() -> f32 {
+    common::tolerance(1e-4, 5e-2)
+}
 
 fn load(dir: &Path) -> LlamaForCausalLM<B> {
     LlamaForCausalLM::from_pretrained(dir, &Default::default()).unwrap()
@@ -36,14 +41,14 @@ fn logits_and_loss_equal_transformers() {
             .unwrap();
         let diff = max_abs_diff(&values(logits.clone()), &expected.floats("logits"));
         eprintln!("{name}: max |logit difference| {diff:.2e}");
-        assert!(diff < TOLERANCE, "{name}: logits differ by {diff}");
+        assert!(diff < tolerance(), "{name}: logits differ by {diff}");
 
         let loss = values(
             LlamaForCausalLM::causal_lm_loss(logits, expected.labels(&Default::default())).unwrap(),
         )[0];
         let want = expected.floats("loss")[0];
         assert!(
-            (loss - want).abs() < TOLERANCE,
+            (loss - want).abs() < tolerance(),
             "{name}: loss {loss} vs {want}"
         );
     }
@@ -71,7 +76,7 @@ fn cached_steps_equal_transformers_generation() {
             let last = values(logits.narrow(1, seq - 1, 1));
             let diff = max_abs_diff(&last, want);
             assert!(
-                diff < TOLERANCE,
+                diff < tolerance(),
                 "{name} step {step}: logits differ by {diff}"
             );
             input = vec![all_ids[prompt.len() + step]];

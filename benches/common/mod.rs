@@ -3,9 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The crate's root folder (where `assets/` and `target/` are).
+/// The crate's root folder (where `assets/` and `target/` are): where the bench was built, or
+/// `SPECTRUM_REPO_DIR` when a bench built here runs on another machine (`scripts/gpu_check.sh`).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("SPECTRUM_REPO_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// This process's peak resident memory (`VmHWM`), in KiB; 0 where it cannot be read.
@@ -58,4 +61,15 @@ pub fn longest_records(
         .expect("batches")
         .next()
         .expect("a batch")
+}
+
+/// Writes `batch` as the PyTorch peers read it: `input_ids`, `attention_mask`, `labels`.
+#[allow(dead_code)] // not every bench has a peer
+pub fn write_batch(batch: &burn_spectrum::data::Batch, path: &Path) {
+    let json = serde_json::json!({
+        "input_ids": batch.ids,
+        "attention_mask": batch.attention_mask,
+        "labels": batch.labels,
+    });
+    std::fs::write(path, json.to_string()).expect("writes the batch");
 }

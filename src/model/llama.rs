@@ -1,6 +1,6 @@
 //! The Llama/Mistral causal language model, with Hugging Face's module names.
 
-use burn::module::Module;
+use burn::module::{Initializer, Module};
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
@@ -10,7 +10,9 @@ use super::config::LlamaConfig;
 use super::decoder::{DecoderLayer, DecoderLayerConfig};
 use super::mlp::MlpConfig;
 use crate::error::{Error, Result};
-use crate::nn::{Projection, ProjectionConfig, RmsNorm, RmsNormConfig, Rope, attention_mask};
+use crate::nn::{
+    INIT_STD, Projection, ProjectionConfig, RmsNorm, RmsNormConfig, Rope, attention_mask,
+};
 
 /// The label that the loss ignores, as in PyTorch's `CrossEntropyLoss`.
 pub const IGNORE_INDEX: i64 = -100;
@@ -62,7 +64,12 @@ impl LlamaConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> LlamaForCausalLM<B> {
         let layer = self.layer();
         let model = LlamaModel {
-            embed_tokens: EmbeddingConfig::new(self.vocab_size, self.hidden_size).init(device),
+            embed_tokens: EmbeddingConfig::new(self.vocab_size, self.hidden_size)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: INIT_STD,
+                })
+                .init(device),
             layers: (0..self.num_hidden_layers)
                 .map(|_| layer.init(device))
                 .collect(),

@@ -32,7 +32,7 @@ pub use nf4_weight::Nf4Weight;
 pub(crate) use nll::nll_sum;
 pub use params::{ParamEntry, float_params};
 pub(crate) use params::{f32_values, float_params_f32};
-pub use projection::{Projection, ProjectionConfig};
+pub use projection::{INIT_STD, Projection, ProjectionConfig};
 pub use rms_norm::{RmsNorm, RmsNormConfig};
 pub use rope::Llama3RopeScaling;
 pub(crate) use rope::{Rope, RopeTables};

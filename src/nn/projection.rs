@@ -2,7 +2,7 @@
 //! LoRA adapter.
 
 use burn::config::Config;
-use burn::module::{Module, Param};
+use burn::module::{Initializer, Module, Param};
 use burn::nn::LinearConfig;
 use burn::tensor::{Tensor, backend::Backend, module::linear};
 
@@ -11,6 +11,11 @@ use super::lora_adapter::LoraAdapter;
 use super::nf4_linear::nf4_linear;
 use super::nf4_weight::Nf4Weight;
 use super::params::f32_values;
+
+/// The standard deviation of randomly initialised weights: transformers' `initializer_range`
+/// default, which Llama, Mistral and SmolLM2 configs keep (`_init_weights` draws every linear
+/// and embedding weight from N(0, 0.02²)).
+pub const INIT_STD: f64 = 0.02;
 
 /// The widths of a [`Projection`].
 #[derive(Config, Debug)]
@@ -22,11 +27,15 @@ pub struct ProjectionConfig {
 }
 
 impl ProjectionConfig {
-    /// A dense projection initialised as Burn's `Linear` (lazily: loading a checkpoint
-    /// replaces the weight without ever drawing it).
+    /// A dense projection with weights drawn from N(0, [`INIT_STD`]²) as transformers draws
+    /// them (lazily: loading a checkpoint replaces the weight without ever drawing it).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Projection<B> {
         let linear = LinearConfig::new(self.d_in, self.d_out)
             .with_bias(false)
+            .with_initializer(Initializer::Normal {
+                mean: 0.0,
+                std: INIT_STD,
+            })
             .init(device);
         Projection::dense(linear.weight, self.d_in, self.d_out)
     }

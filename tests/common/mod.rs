@@ -10,6 +10,41 @@ pub mod expected;
 /// else flex.
 pub type TestBackend = burn_spectrum::backend::DefaultBackend;
 
+/// Whether the build's backend multiplies f32 matrices with their inputs rounded to TF32 (10
+/// explicit significand bits instead of f32's 23). CubeCL's autotune picks such tensor-core
+/// kernels for f32 on CUDA GPUs that have them, as PyTorch does under `allow_tf32`; a product
+/// then carries relative errors near 2^-11 instead of 2^-24, and results that pass through many
+/// products are compared with the TF32 tolerances ([`tolerance`]). Measured, not assumed: a few
+/// shapes, each multiplied twice (autotuning may pick a different kernel the second time).
+pub fn matmul_rounds_to_tf32() -> bool {
+    use burn::tensor::Tensor;
+    static ROUNDS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROUNDS.get_or_init(|| {
+        let device = Default::default();
+        // 1 + 2^-12 is exact in f32 and rounds to 1 in TF32: a sum of k such products is
+        // k + k/4096 in f32 and k with TF32 inputs.
+        let rounds = [(256, 256, 256), (64, 64, 64), (16, 64, 128)]
+            .into_iter()
+            .flat_map(|shape| [shape, shape])
+            .any(|(m, k, n)| {
+                let a = Tensor::<TestBackend, 2>::full([m, k], 1.0 + 2f32.powi(-12), &device);
+                let b = Tensor::<TestBackend, 2>::ones([k, n], &device);
+                let first = a.matmul(b).into_data().to_vec::<f32>().unwrap()[0];
+                first < k as f32 + k as f32 / 8192.0
+            });
+        if rounds {
+            eprintln!("f32 matrix products on this backend round their inputs to TF32");
+        }
+        rounds
+    })
+}
+
+/// `f32` where the backend keeps f32 matrix products exact to f32, else `tf32`
+/// ([`matmul_rounds_to_tf32`]).
+pub fn tolerance<T>(f32: T, tf32: T) -> T {
+    if matmul_rounds_to_tf32() { tf32 } else { f32 }
+}
+
 /// The repository the tests read their fixtures and assets from: where they were built, or
 /// `SPECTRUM_REPO_DIR` when test executables built elsewhere run on another machine
 /// (`scripts/gpu_check.sh`).
