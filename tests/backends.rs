@@ -5,6 +5,8 @@
 //! - one training run of a few steps per method: the same losses as flex (the first step's for
 //!   the adapter methods, whose random A matrices differ by backend), the loss goes down,
 //!   frozen parameters bit-identical, optimizer state only for the trainable ones;
+//! - a training step reads back from the device only its losses (and its gradient norm where
+//!   that is summed on the device), and the step's code has no other reads;
 //! - NF4 dequantization bit-identical to bitsandbytes (the `nf4` fixtures);
 //! - SmolLM2's logits against flex, and its greedy generation against transformers.
 //!
@@ -22,12 +24,16 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, ParamId};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
+use burn_spectrum::data::Batch;
 use burn_spectrum::model::{
     ChatMessage, GenerationConfig, LlamaForCausalLM, Tokenizer, generate, ids_tensor, top_logits,
 };
-use burn_spectrum::nn::{Nf4Weight, float_params};
+use burn_spectrum::nn::{Nf4Weight, float_params, host_reads};
 use burn_spectrum::peft::LoraConfig;
-use burn_spectrum::train::{LrSchedule, Method, MicroLoss, SpectrumSource, TrainConfig, TrainStep};
+use burn_spectrum::train::{
+    LrSchedule, MemoryOptions, Method, MicroLoss, SpectrumSource, TrainConfig, TrainStep,
+    batch_gradients,
+};
 use safetensors::SafeTensors;
 
 type B = common::TestBackend;
@@ -60,6 +66,126 @@ fn methods() -> Vec<Method> {
         Method::QLora(lora.clone()),
         Method::SpectrumQLora(SpectrumSource::TopPercent(50), lora),
     ]
+}
+
+/// Reads back from the device per training step: each micro-batch's loss, one more per
+/// micro-batch under gradient checkpointing (the layers' seed), and the gradient norm where the
+/// backend sums it on the device (every backend but the CPU's).
+#[test]
+fn a_training_step_reads_back_only_its_losses_and_norm() {
+    type A = Autodiff<B>;
+    let device = Default::default();
+    let model =
+        LlamaForCausalLM::<A>::from_pretrained(&common::fixture("models/llama_gqa"), &device)
+            .unwrap();
+    let prepared = Method::Full.prepare(model, &device).unwrap();
+    let batch = |shift: usize| {
+        let ids: Vec<Vec<u32>> = (0..2)
+            .map(|b| {
+                (0..12)
+                    .map(|t| ((t * 7 + b * 3 + shift) % 256) as u32)
+                    .collect()
+            })
+            .collect();
+        Batch {
+            attention_mask: vec![vec![1; 12]; 2],
+            labels: ids
+                .iter()
+                .map(|r| r.iter().map(|&t| i64::from(t)).collect())
+                .collect(),
+            ids,
+        }
+    };
+    let micro_batches = [batch(0), batch(1)];
+    let norm_reads = usize::from(cfg!(any(feature = "wgpu", feature = "cuda")));
+    let (mut model, mut step) =
+        TrainStep::new(prepared.model, &prepared.trainable, TrainConfig::default());
+    for checkpointing in [false, true] {
+        let options = MemoryOptions {
+            gradient_checkpointing: checkpointing,
+            ..Default::default()
+        };
+        let loss_of = |m: &LlamaForCausalLM<A>, b: &Batch| batch_gradients(m, b, &options);
+        let before = host_reads();
+        model = step.step(model, &micro_batches, loss_of).unwrap().0;
+        let per_micro_batch = 1 + usize::from(checkpointing);
+        assert_eq!(
+            host_reads() - before,
+            micro_batches.len() * per_micro_batch + norm_reads,
+            "checkpointing {checkpointing}"
+        );
+    }
+}
+
+/// The files a training step runs through: outside their tests and their CPU-only code (`mod
+/// flex`, host memory already), none reads a device's values back except through
+/// `nn::read_scalar`, which [`host_reads`] counts.
+const STEP_FILES: [&str; 21] = [
+    "src/train/step.rs",
+    "src/train/gradients.rs",
+    "src/train/grad_norm.rs",
+    "src/train/optimizer.rs",
+    "src/train/adamw.rs",
+    "src/model/llama.rs",
+    "src/model/attention.rs",
+    "src/model/decoder.rs",
+    "src/model/mlp.rs",
+    "src/nn/projection.rs",
+    "src/nn/lora_adapter.rs",
+    "src/nn/nf4_linear.rs",
+    "src/nn/nf4_weight.rs",
+    "src/nn/rms_norm.rs",
+    "src/nn/rope.rs",
+    "src/nn/swiglu.rs",
+    "src/nn/mask.rs",
+    "src/nn/masked_softmax.rs",
+    "src/nn/nll.rs",
+    "src/nn/in_place.rs",
+    "src/nn/layout.rs",
+];
+
+#[test]
+fn the_step_code_reads_back_only_through_the_counted_reads() {
+    let sample =
+        "fn f() {\n    x.into_scalar();\n}\nmod tests {\n    fn g() { y.into_data(); }\n}\n";
+    assert_eq!(
+        device_reads(sample),
+        ["x.into_scalar();"],
+        "the scan itself"
+    );
+    for file in STEP_FILES {
+        let text = std::fs::read_to_string(common::repo_dir().join(file)).unwrap();
+        let reads = device_reads(&text);
+        assert!(
+            reads.is_empty(),
+            "{file} reads device values back: {reads:?}"
+        );
+    }
+}
+
+/// The lines of `source` that read a tensor's values back, outside `mod tests` and `mod flex`
+/// blocks.
+fn device_reads(source: &str) -> Vec<String> {
+    let mut depth = 0i64;
+    let mut skipped_from: Option<i64> = None;
+    let mut reads = Vec::new();
+    for line in source.lines() {
+        let code = line.trim_start();
+        if skipped_from.is_none() && (code.contains("mod tests {") || code.contains("mod flex {")) {
+            skipped_from = Some(depth);
+        }
+        let reads_back = [".into_scalar(", ".into_data(", ".to_data("]
+            .iter()
+            .any(|call| code.contains(call));
+        if reads_back && skipped_from.is_none() && !code.starts_with("//") {
+            reads.push(line.trim().to_string());
+        }
+        depth += code.matches('{').count() as i64 - code.matches('}').count() as i64;
+        if skipped_from.is_some_and(|from| depth <= from) {
+            skipped_from = None;
+        }
+    }
+    reads
 }
 
 /// What a short run of `method` on the tiny GQA Llama shows on backend `A`.

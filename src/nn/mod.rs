@@ -5,6 +5,7 @@
 pub(crate) mod autodiff_route;
 #[cfg(feature = "flex")]
 pub(crate) mod flex_tensor;
+mod host_read;
 pub(crate) mod in_place;
 mod layout;
 mod lora_adapter;
@@ -24,6 +25,8 @@ mod rope;
 mod rope_op;
 mod swiglu;
 
+pub use host_read::host_reads;
+pub(crate) use host_read::read_scalar;
 pub(crate) use layout::transpose;
 pub use lora_adapter::{LoraAdapter, LoraAdapterConfig};
 pub(crate) use mask::attention_mask;

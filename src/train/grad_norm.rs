@@ -5,20 +5,24 @@ use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, backend::AutodiffBackend};
 
-use crate::nn::in_place::{scale, squared_sum};
+use crate::nn::in_place::{host_squared_sum, scale};
+use crate::nn::read_scalar;
 
-/// `sqrt(sum over gradients of sum(g^2))`, in f64.
+/// `sqrt(sum over gradients of sum(g^2))`. On the CPU backend each gradient's sum is taken
+/// in f64; on a device the sums are added there in f32 and read back once (a GPU waits for
+/// each read).
 pub fn global_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: &GradientsParams,
 ) -> f64 {
     let mut visitor = SquaredNorm::<B> {
         grads,
-        sum: 0.0,
-        _backend: std::marker::PhantomData,
+        host: 0.0,
+        device: None,
     };
     module.visit(&mut visitor);
-    visitor.sum.sqrt()
+    let on_device = visitor.device.map_or(0.0, read_scalar);
+    (visitor.host + on_device).sqrt()
 }
 
 /// Scales the gradients so that their global norm is at most `max_norm`, with PyTorch's
@@ -50,16 +54,28 @@ pub(crate) fn scale_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
     module.visit(&mut visitor);
 }
 
-struct SquaredNorm<'a, B> {
+struct SquaredNorm<'a, B: AutodiffBackend> {
     grads: &'a GradientsParams,
-    sum: f64,
-    _backend: std::marker::PhantomData<B>,
+    /// The sums taken in host memory.
+    host: f64,
+    /// The sum of the sums taken on the device, `[1]`.
+    device: Option<Tensor<B::InnerBackend, 1>>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(grad) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            self.sum += squared_sum(&grad);
+        let Some(grad) = self.grads.get::<B::InnerBackend, D>(param.id) else {
+            return;
+        };
+        match host_squared_sum(&grad) {
+            Some(sum) => self.host += sum,
+            None => {
+                let sum = grad.square().sum();
+                self.device = Some(match self.device.take() {
+                    Some(total) => total + sum,
+                    None => sum,
+                });
+            }
         }
     }
 }

@@ -11,7 +11,7 @@
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
+use burn::tensor::{Distribution, Int, Tensor};
 
 use super::freeze::trainable_params;
 use super::loss::{chunk_positions, labels_tensor};
@@ -22,6 +22,7 @@ use crate::model::{
     AttentionContext, LlamaForCausalLM, check_padding, ids_tensor, next_token_pairs,
 };
 use crate::nn::in_place::add_into;
+use crate::nn::read_scalar;
 
 /// How a training step trades compute for memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,9 +164,11 @@ fn checkpointed_trunk<B: AutodiffBackend>(
 /// A seed drawn from the backend's generator, which the training step seeds: so the layers'
 /// seeds follow the run's seed and step.
 fn drawn_seed<B: Backend>(device: &B::Device) -> u64 {
-    let draw: f64 = Tensor::<B, 1>::random([1], Distribution::Uniform(0.0, 1.0), device)
-        .into_scalar()
-        .elem();
+    let draw = read_scalar(Tensor::<B, 1>::random(
+        [1],
+        Distribution::Uniform(0.0, 1.0),
+        device,
+    ));
     (draw * u32::MAX as f64) as u64
 }
 

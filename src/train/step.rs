@@ -4,14 +4,15 @@ use std::collections::{HashMap, HashSet};
 
 use burn::module::{AutodiffModule, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor};
 
 use super::config::TrainConfig;
 use super::freeze::{freeze_except, trainable_params};
 use super::grad_norm::scale_grads;
 use super::optimizer::{SelectiveAdamW, SelectiveAdamWRecord};
 use crate::error::{Error, Result};
+use crate::nn::read_scalar;
 
 /// What one step did.
 #[derive(Clone, Debug, PartialEq)]
@@ -227,7 +228,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> TrainStep<B, M> {
                 Ok(micro) => micro,
                 Err(error) => return Err(StepFailure { model, error }),
             };
-            let value: f64 = loss.clone().into_scalar().elem();
+            let value = read_scalar(loss.clone());
             if !value.is_finite() {
                 let error = Error::NonFiniteLoss {
                     step: self.step,
