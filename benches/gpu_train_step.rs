@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use burn::backend::Autodiff;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use common::{root, write_batch};
 
 use burn_spectrum::backend::{BACKEND_NAME, DefaultBackend};
@@ -57,8 +57,8 @@ use burn_spectrum::model::{LlamaConfig, LlamaForCausalLM};
 use burn_spectrum::nn::float_params;
 use burn_spectrum::peft::LoraConfig;
 use burn_spectrum::train::{
-    LrSchedule, MemoryOptions, MemoryReport, Method, SpectrumSource, TrainConfig, TrainStep,
-    batch_gradients,
+    LrSchedule, MemoryOptions, MemoryReport, Method, Prepared, SpectrumSource, TrainConfig,
+    TrainStep, batch_gradients,
 };
 
 type A = Autodiff<DefaultBackend>;
@@ -175,82 +175,96 @@ fn batch_json(model: &str) -> PathBuf {
 }
 
 /// One case in this process: prints `method seconds_per_step tokens_per_s first_loss
-/// trainable_params scan_seconds warmup_seconds`.
+/// trainable_params scan_seconds warmup_seconds` (`scan_seconds`: the preparation's time when
+/// it scanned, else 0).
 fn child(model: &str, method_name: &str) {
     let device = default_device::<A>();
     A::seed(&device, 0);
     let config = LlamaConfig::from_file(&config_path(model)).expect("config");
     let (rows, seq) = (setting("GPU_BENCH_BATCH", 8), setting("GPU_BENCH_SEQ", 512));
     let batch = batch(rows, seq, config.vocab_size);
-    let started = Instant::now();
-    let prepared = method(method_name, model)
-        .prepare(config.init::<A>(&device), &device)
-        .expect("prepared");
-    let scan_seconds = prepared
-        .scan
-        .as_ref()
-        .map_or(0.0, |_| started.elapsed().as_secs_f64());
-    if let Some(scan) = &prepared.scan {
-        write_selection(
-            model,
-            &prepared.model,
-            &scan.select(25).expect("selection").to_yaml(),
-        );
-    }
+    let (prepared, scan_seconds) = prepare::<A>(model, method_name, &config, &device);
     let trainable = MemoryReport::of(&prepared.model).trainable_params;
     let train_config = TrainConfig {
         schedule: LrSchedule::constant(1e-5),
         ..Default::default()
     };
-    let (mut model_state, mut step) =
-        TrainStep::new(prepared.model, &prepared.trainable, train_config);
+    let (model_state, mut step) = TrainStep::new(prepared.model, &prepared.trainable, train_config);
     let options = MemoryOptions {
         loss_chunk: std::env::var("GPU_BENCH_LOSS_CHUNK")
             .ok()
             .and_then(|v| v.parse().ok()),
         ..MemoryOptions::default()
     };
-    let loss_of = |m: &LlamaForCausalLM<A>, b: &Batch| batch_gradients(m, b, &options);
-    let warm_started = Instant::now();
-    let (warm, first) = step
-        .step(model_state, std::slice::from_ref(&batch), loss_of)
-        .expect("warm-up step");
-    let warmup_seconds = warm_started.elapsed().as_secs_f64();
-    model_state = warm;
-    // CubeCL writes its kernel profile (when its config asks for one) at each sync: once here
-    // for the warm-up, once after the timed steps.
+    let mut run = |model: LlamaForCausalLM<A>| {
+        let loss_of = |m: &LlamaForCausalLM<A>, b: &Batch| batch_gradients(m, b, &options);
+        let started = Instant::now();
+        // The step reads its loss back, so the device has finished when it returns.
+        let (model, metrics) = step
+            .step(model, std::slice::from_ref(&batch), loss_of)
+            .expect("a step");
+        (model, metrics.loss, started.elapsed().as_secs_f64())
+    };
+    let (model_state, first_loss, warmup_seconds) = run(model_state);
+    let seconds = median_step(model_state, &device, run);
+    println!(
+        "{method_name} {seconds:.4} {:.0} {first_loss:.6} {trainable} {scan_seconds:.2} {warmup_seconds:.2}",
+        (rows * seq) as f64 / seconds
+    );
+}
+
+/// The random model of `config` prepared for the method, and the preparation's time when it
+/// scanned (0 otherwise); a scan's selection is written for the peer and the other cases.
+fn prepare<B: AutodiffBackend>(
+    model: &str,
+    method_name: &str,
+    config: &LlamaConfig,
+    device: &B::Device,
+) -> (Prepared<B>, f64) {
+    let started = Instant::now();
+    let prepared = method(method_name, model)
+        .prepare(config.init::<B>(device), device)
+        .expect("prepared");
+    let Some(scan) = &prepared.scan else {
+        return (prepared, 0.0);
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let yaml = scan.select(25).expect("selection").to_yaml();
+    write_selection(model, &prepared.model, &yaml);
+    (prepared, seconds)
+}
+
+/// The median time of `GPU_BENCH_STEPS` steps taken by `run`. With `GPU_BENCH_PROFILE` the
+/// device syncs before and after them: CubeCL writes the kernel profile its config asks for at
+/// each sync (the warm-up's, then the timed steps').
+fn median_step<B: AutodiffBackend>(
+    mut model: LlamaForCausalLM<B>,
+    device: &B::Device,
+    mut run: impl FnMut(LlamaForCausalLM<B>) -> (LlamaForCausalLM<B>, f64, f64),
+) -> f64 {
     let profiling = std::env::var_os("GPU_BENCH_PROFILE").is_some();
     if profiling {
-        let _ = A::sync(&device);
+        let _ = B::sync(device);
     }
     let steps = setting("GPU_BENCH_STEPS", 3).max(1);
     let mut times = Vec::with_capacity(steps);
     for _ in 0..steps {
-        let started = Instant::now();
-        // The step reads its loss back, so the device has finished when it returns.
-        model_state = step
-            .step(model_state, std::slice::from_ref(&batch), loss_of)
-            .expect("step")
-            .0;
-        times.push(started.elapsed().as_secs_f64());
+        let (next, _, seconds) = run(model);
+        model = next;
+        times.push(seconds);
     }
     if profiling {
-        let _ = A::sync(&device);
+        let _ = B::sync(device);
     }
     times.sort_by(f64::total_cmp);
-    let seconds = times[steps / 2];
-    println!(
-        "{method_name} {seconds:.4} {:.0} {:.6} {trainable} {scan_seconds:.2} {warmup_seconds:.2}",
-        (rows * seq) as f64 / seconds,
-        first.loss
-    );
+    times[steps / 2]
 }
 
 fn default_device<B: Backend>() -> B::Device {
     Default::default()
 }
 
-fn write_selection(model: &str, prepared: &LlamaForCausalLM<A>, yaml: &str) {
+fn write_selection<B: AutodiffBackend>(model: &str, prepared: &LlamaForCausalLM<B>, yaml: &str) {
     let names: Vec<String> = float_params(prepared)
         .into_iter()
         .filter(|p| p.require_grad)
