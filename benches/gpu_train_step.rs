@@ -90,7 +90,7 @@ fn our_builds() -> Vec<(String, PathBuf)> {
         "ours".to_string(),
         std::env::current_exe().expect("own path"),
     )];
-    if let Some(fused) = std::env::var_os("GPU_BENCH_FUSION_EXE") {
+    if let Some(fused) = std::env::var_os("GPU_BENCH_FUSION_EXE").filter(|p| !p.is_empty()) {
         builds.push(("ours fusion".to_string(), PathBuf::from(fused)));
     }
     builds
