@@ -36,7 +36,7 @@
 //! steps, where CubeCL writes the kernel profile its `cubecl.toml` asks for; see
 //! `scripts/gpu_check.sh`).
 
-// This bench uses `root` alone; its own runner bounds each case's time.
+// Not every helper is used here: this bench runs its cases with its own bounded runner.
 #[allow(dead_code)]
 mod common;
 
@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use common::{root, write_batch};
+use common::{peer_python, root, write_batch};
 
 use burn_spectrum::backend::{BACKEND_NAME, DefaultBackend};
 use burn_spectrum::data::Batch;
@@ -282,14 +282,7 @@ fn main() {
         return;
     }
     std::fs::create_dir_all(work_dir()).expect("creates the work folder");
-    let python = std::env::var("SPECTRUM_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_peer = Command::new(&python)
-        .args(["-c", "import torch, transformers, peft"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_peer {
-        println!("PyTorch peer not run: `{python}` with torch, transformers and peft is needed");
-    }
+    let python = peer_python();
     let (rows, seq) = (setting("GPU_BENCH_BATCH", 8), setting("GPU_BENCH_SEQ", 512));
     println!(
         "training step on {BACKEND_NAME}, batch {rows} x {seq}, median of {} steps after one warm-up",
@@ -316,11 +309,11 @@ fn main() {
                 print_row(&model, name, &side, &ours);
                 results.push((model.clone(), name, side, ours));
             }
-            if !(has_peer && PEER_METHODS.contains(&name)) {
+            let Some(python) = python.as_deref().filter(|_| PEER_METHODS.contains(&name)) else {
                 continue;
-            }
+            };
             for dtype in &peer_dtypes {
-                let peer = measure(&mut peer_command(&python, &model, name, dtype));
+                let peer = measure(&mut peer_command(python, &model, name, dtype));
                 let side = format!("torch {dtype}");
                 print_row(&model, name, &side, &peer);
                 results.push((model.clone(), name, side, peer));

@@ -24,7 +24,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex};
-use common::{longest_records, peak_kib, root, run_child, run_line, write_batch};
+use common::{longest_records, peak_kib, peer_python, root, run_child, run_line, write_batch};
 
 use burn_spectrum::data::Batch;
 use burn_spectrum::model::{LlamaForCausalLM, Tokenizer};
@@ -165,14 +165,7 @@ fn main() {
     let tokenizer = Tokenizer::from_dir(&dir).expect("tokenizer");
     let batch_json = work_dir().join("batch.json");
     write_batch(&batch(&tokenizer), &batch_json);
-    let python = std::env::var("SPECTRUM_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_peer = Command::new(&python)
-        .args(["-c", "import torch, transformers, peft"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_peer {
-        println!("PyTorch peer not run: `{python}` with torch, transformers and peft is needed");
-    }
+    let python = peer_python();
     let exe = std::env::current_exe().expect("own path");
     // Rounds that visit every method in turn, keeping each method's fastest round: a slow
     // spell of the machine then hits one round of all methods, not one method.
@@ -197,8 +190,10 @@ fn main() {
             let line = run_child(&exe, "TRAIN_STEP_METHOD", index);
             let name = line.split(' ').next().unwrap_or_default().to_string();
             keep_faster(&mut rows[index], line);
-            if has_peer && PEER_METHODS.contains(&name.as_str()) {
-                let line = peer(&python, &dir, &name, &batch_json);
+            if let Some(python) = python.as_deref()
+                && PEER_METHODS.contains(&name.as_str())
+            {
+                let line = peer(python, &dir, &name, &batch_json);
                 keep_faster(&mut peers[index], line);
             }
         }

@@ -63,6 +63,21 @@ pub fn longest_records(
         .expect("a batch")
 }
 
+/// The Python that runs the PyTorch peers (`SPECTRUM_BENCH_PYTHON`, default `python3`), or
+/// `None` (said on stdout) when it lacks torch, transformers or peft.
+#[allow(dead_code)] // not every bench has a peer
+pub fn peer_python() -> Option<String> {
+    let python = std::env::var("SPECTRUM_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let usable = Command::new(&python)
+        .args(["-c", "import torch, transformers, peft"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !usable {
+        println!("PyTorch peer not run: `{python}` with torch, transformers and peft is needed");
+    }
+    usable.then_some(python)
+}
+
 /// Writes `batch` as the PyTorch peers read it: `input_ids`, `attention_mask`, `labels`.
 #[allow(dead_code)] // not every bench has a peer
 pub fn write_batch(batch: &burn_spectrum::data::Batch, path: &Path) {

@@ -1,6 +1,6 @@
 //! The Llama/Mistral causal language model, with Hugging Face's module names.
 
-use burn::module::{Initializer, Module};
+use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
@@ -11,7 +11,7 @@ use super::decoder::{DecoderLayer, DecoderLayerConfig};
 use super::mlp::MlpConfig;
 use crate::error::{Error, Result};
 use crate::nn::{
-    INIT_STD, Projection, ProjectionConfig, RmsNorm, RmsNormConfig, Rope, attention_mask,
+    Projection, ProjectionConfig, RmsNorm, RmsNormConfig, Rope, WEIGHT_INIT, attention_mask,
 };
 
 /// The label that the loss ignores, as in PyTorch's `CrossEntropyLoss`.
@@ -65,10 +65,7 @@ impl LlamaConfig {
         let layer = self.layer();
         let model = LlamaModel {
             embed_tokens: EmbeddingConfig::new(self.vocab_size, self.hidden_size)
-                .with_initializer(Initializer::Normal {
-                    mean: 0.0,
-                    std: INIT_STD,
-                })
+                .with_initializer(WEIGHT_INIT)
                 .init(device),
             layers: (0..self.num_hidden_layers)
                 .map(|_| layer.init(device))

@@ -35,6 +35,7 @@ pub use nf4_weight::Nf4Weight;
 pub(crate) use nll::nll_sum;
 pub use params::{ParamEntry, float_params};
 pub(crate) use params::{f32_values, float_params_f32};
+pub(crate) use projection::WEIGHT_INIT;
 pub use projection::{INIT_STD, Projection, ProjectionConfig};
 pub use rms_norm::{RmsNorm, RmsNormConfig};
 pub use rope::Llama3RopeScaling;

@@ -17,6 +17,12 @@ use super::params::f32_values;
 /// and embedding weight from N(0, 0.02²)).
 pub const INIT_STD: f64 = 0.02;
 
+/// N(0, [`INIT_STD`]²): how the model's linear and embedding weights are drawn.
+pub(crate) const WEIGHT_INIT: Initializer = Initializer::Normal {
+    mean: 0.0,
+    std: INIT_STD,
+};
+
 /// The widths of a [`Projection`].
 #[derive(Config, Debug)]
 pub struct ProjectionConfig {
@@ -32,10 +38,7 @@ impl ProjectionConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Projection<B> {
         let linear = LinearConfig::new(self.d_in, self.d_out)
             .with_bias(false)
-            .with_initializer(Initializer::Normal {
-                mean: 0.0,
-                std: INIT_STD,
-            })
+            .with_initializer(WEIGHT_INIT)
             .init(device);
         Projection::dense(linear.weight, self.d_in, self.d_out)
     }
