@@ -12,6 +12,7 @@ use super::mlp::MlpConfig;
 use crate::error::{Error, Result};
 use crate::nn::{
     Projection, ProjectionConfig, RmsNorm, RmsNormConfig, Rope, WEIGHT_INIT, attention_mask,
+    matrix_product,
 };
 
 /// The label that the loss ignores, as in PyTorch's `CrossEntropyLoss`.
@@ -261,9 +262,8 @@ impl<B: Backend> LlamaForCausalLM<B> {
             None => {
                 let [batch, seq, width] = hidden.dims();
                 let embedding = self.model.embed_tokens.weight.val();
-                let logits = hidden
-                    .reshape([batch * seq, width])
-                    .matmul(embedding.transpose());
+                let logits =
+                    matrix_product(hidden.reshape([batch * seq, width]), embedding.transpose());
                 logits.reshape([batch, seq, self.config.vocab_size])
             }
         }

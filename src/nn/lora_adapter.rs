@@ -3,7 +3,9 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::{Distribution, Tensor, backend::Backend, module::linear};
+use burn::tensor::{Distribution, Tensor, backend::Backend};
+
+use super::matrix_product::matrix_product;
 
 /// The shape and hyper-parameters of one [`LoraAdapter`].
 #[derive(Config, Debug)]
@@ -84,9 +86,15 @@ impl<B: Backend> LoraAdapter<B> {
     /// - x: `[..., in]`; returns `[..., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let x = self.dropout.forward(x);
+        let mut dims = x.dims();
+        let tokens = dims[..D - 1].iter().product::<usize>();
+        // Leading axes as one, so that each weight's gradient is one product.
+        let x = x.reshape([tokens, dims[D - 1]]);
         // The scaling on the rank-r product: `r` values per token to scale instead of `out`.
-        let low = linear(x, self.lora_a.val(), None) * self.scaling;
-        linear(low, self.lora_b.val(), None)
+        let low = matrix_product(x, self.lora_a.val()) * self.scaling;
+        let update = matrix_product(low, self.lora_b.val());
+        dims[D - 1] = update.dims()[1];
+        update.reshape(dims)
     }
 
     /// `scaling * A @ B`, `[in, out]`: the change merging makes to the base weight.

@@ -4,10 +4,11 @@
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
 use burn::nn::LinearConfig;
-use burn::tensor::{Tensor, backend::Backend, module::linear};
+use burn::tensor::{Tensor, backend::Backend};
 
 use super::layout::transpose;
 use super::lora_adapter::LoraAdapter;
+use super::matrix_product::matrix_product;
 use super::nf4_linear::nf4_linear;
 use super::nf4_weight::Nf4Weight;
 use super::params::f32_values;
@@ -65,7 +66,7 @@ pub struct Projection<B: Backend> {
 fn dense_linear<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 2>) -> Tensor<B, 3> {
     let [batch, seq, d_in] = x.dims();
     let d_out = weight.dims()[1];
-    linear(x.reshape([batch * seq, d_in]), weight, None).reshape([batch, seq, d_out])
+    matrix_product(x.reshape([batch * seq, d_in]), weight).reshape([batch, seq, d_out])
 }
 
 impl<B: Backend> Projection<B> {
