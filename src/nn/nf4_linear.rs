@@ -23,6 +23,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::{Tensor, TensorPrimitive, backend::Backend, module::linear};
 
 use super::autodiff_route::{is_autodiff_of, same_type};
+use super::matrix_product::matrix_product;
 use super::nf4_weight::{Nf4Weight, ROW_BLOCK_VALUES};
 
 /// `x @ W` for an NF4 base `W` (`[in, out]` once dequantized).
@@ -91,16 +92,20 @@ fn blockwise_forward<I: Backend>(
     weight: &Nf4Weight<I>,
     block_values: usize,
 ) -> Tensor<I, 3> {
+    let [batch, seq, inp] = x.dims();
+    let [out, _] = weight.shape();
+    // Batch and sequence axes as one: one 2-D product per block.
+    let x = x.reshape([batch * seq, inp]);
     let absmax = weight.absmax();
-    let outputs: Vec<Tensor<I, 3>> = weight
+    let outputs: Vec<Tensor<I, 2>> = weight
         .row_blocks(block_values)
         .into_iter()
         .map(|(start, rows)| {
             let block = weight.dequantize_row_block(&absmax, start, rows);
-            linear(x.clone(), block.transpose(), None)
+            matrix_product(x.clone(), block.transpose())
         })
         .collect();
-    Tensor::cat(outputs, 2)
+    Tensor::cat(outputs, 1).reshape([batch, seq, out])
 }
 
 /// `grad @ dequant(W)`: each block of output features' share of the input gradient, summed.
@@ -116,7 +121,7 @@ fn blockwise_backward<I: Backend>(
     let mut sum: Option<Tensor<I, 2>> = None;
     for (start, rows) in weight.row_blocks(block_values) {
         let block = weight.dequantize_row_block(&absmax, start, rows);
-        let share = grad.clone().narrow(1, start, rows).matmul(block);
+        let share = matrix_product(grad.clone().narrow(1, start, rows), block);
         sum = Some(match sum {
             Some(sum) => sum + share,
             None => share,
