@@ -6,7 +6,7 @@ use burn::tensor::{Bool, Tensor, backend::Backend};
 
 use super::cache::KvCache;
 use crate::nn::{Projection, ProjectionConfig};
-use crate::nn::{RopeTables, masked_softmax};
+use crate::nn::{RopeTables, batched_matrix_product, masked_softmax};
 
 /// The widths of an [`Attention`] block.
 #[derive(Config, Debug)]
@@ -94,7 +94,7 @@ impl<B: Backend> Attention<B> {
         let groups = self.heads / self.kv_heads;
         let q = q.reshape([batch, self.kv_heads, groups * seq, self.head_dim]);
         let scale = (self.head_dim as f64).sqrt().recip();
-        let scores = q.matmul(k.swap_dims(2, 3));
+        let scores = batched_matrix_product(q, k.swap_dims(2, 3));
         let mask = context
             .mask
             .clone()
@@ -102,8 +102,7 @@ impl<B: Backend> Attention<B> {
         // Hidden keys at -inf, not transformers' most negative finite value: no row is fully
         // hidden (see `attention_mask`), and the weights are the same.
         let weights = masked_softmax(scores, mask, scale);
-        let out = weights
-            .matmul(v)
+        let out = batched_matrix_product(weights, v)
             .reshape([batch, self.heads, seq, self.head_dim])
             .swap_dims(1, 2);
         self.o_proj

@@ -1,5 +1,6 @@
-//! `x @ w` of two matrices as one autodiff op: the products of the projections, of the LoRA
-//! factors and of the tied head, which are most of a training step's work.
+//! `x @ w` of two matrices (or of two equal stacks of matrices) as one autodiff op: the
+//! products of the projections, of the LoRA factors, of the tied head and of attention, which
+//! are most of a training step's work.
 //!
 //! On the CPU backend, burn-flex zero-fills each product's output on one core and then copies
 //! it once more to align it, and it runs products below 192³ multiply-adds on one core (the
@@ -29,6 +30,19 @@ pub(crate) fn matrix_product<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Te
     linear(x, w, None)
 }
 
+/// `x @ w` matrix by matrix over two leading axes of the same sizes (no broadcasting).
+///
+/// # Shapes
+/// - x: `[a, b, rows, inner]`, w: `[a, b, inner, cols]`; returns `[a, b, rows, cols]`.
+pub(crate) fn batched_matrix_product<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    let (x, w) = match flex::matrix_product(x, w) {
+        Ok(y) => return y,
+        Err(inputs) => inputs,
+    };
+    x.matmul(w)
+}
+
 #[cfg(feature = "flex")]
 mod flex {
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -38,43 +52,46 @@ mod flex {
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::{DType, Tensor, TensorPrimitive, backend::Backend};
     use burn_flex::FlexTensor;
+    use rayon::prelude::*;
 
     use super::PARALLEL_MIN_MACS;
     use crate::nn::autodiff_route::{cast, same_type};
     use crate::nn::flex_tensor::{contiguous, from_values};
 
-    /// The product when `B` is `Flex` or `Autodiff<Flex>` and both operands are f32; the
-    /// operands back otherwise.
-    pub(super) fn matrix_product<B: Backend>(
-        x: Tensor<B, 2>,
-        w: Tensor<B, 2>,
-    ) -> Result<Tensor<B, 2>, (Tensor<B, 2>, Tensor<B, 2>)> {
-        if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+    /// The product when `B` is `Flex` or `Autodiff<Flex>`, both operands are f32 and their
+    /// leading axes agree; the operands back otherwise.
+    pub(super) fn matrix_product<B: Backend, const D: usize>(
+        x: Tensor<B, D>,
+        w: Tensor<B, D>,
+    ) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
+        let (x_dims, w_dims) = (x.dims(), w.dims());
+        let f32s = x.dtype() == DType::F32 && w.dtype() == DType::F32;
+        if !f32s || x_dims[..D - 2] != w_dims[..D - 2] || x_dims[D - 1] != w_dims[D - 2] {
             return Err((x, w));
         }
-        let x = match cast::<_, Tensor<Flex, 2>>(x) {
+        let x = match cast::<_, Tensor<Flex, D>>(x) {
             Ok(x) => {
-                let w: Tensor<Flex, 2> = same_type(w).expect("B is Flex");
+                let w: Tensor<Flex, D> = same_type(w).expect("B is Flex");
                 let (x, w) = (x.into_primitive().tensor(), w.into_primitive().tensor());
                 let y = product(&operand(&x), &operand(&w));
-                let y = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(y));
+                let y = Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(y));
                 return Ok(same_type(y).expect("B is Flex"));
             }
             Err(x) => x,
         };
-        match cast::<_, Tensor<Autodiff<Flex>, 2>>(x) {
+        match cast::<_, Tensor<Autodiff<Flex>, D>>(x) {
             Ok(x) => {
-                let w: Tensor<Autodiff<Flex>, 2> = same_type(w).expect("B is Autodiff<Flex>");
+                let w: Tensor<Autodiff<Flex>, D> = same_type(w).expect("B is Autodiff<Flex>");
                 Ok(same_type(autodiff_product(x, w)).expect("B is Autodiff<Flex>"))
             }
             Err(x) => Err((x, w)),
         }
     }
 
-    fn autodiff_product(
-        x: Tensor<Autodiff<Flex>, 2>,
-        w: Tensor<Autodiff<Flex>, 2>,
-    ) -> Tensor<Autodiff<Flex>, 2> {
+    fn autodiff_product<const D: usize>(
+        x: Tensor<Autodiff<Flex>, D>,
+        w: Tensor<Autodiff<Flex>, D>,
+    ) -> Tensor<Autodiff<Flex>, D> {
         let (x, w) = (x.into_primitive().tensor(), w.into_primitive().tensor());
         let y = product(&operand(&x.primitive), &operand(&w.primitive));
         let (x_tracked, w_tracked) = (x.is_tracked(), w.is_tracked());
@@ -98,13 +115,14 @@ mod flex {
         Tensor::from_primitive(TensorPrimitive::Float(y))
     }
 
-    /// `dx = grad @ wᵀ`, `dw = xᵀ @ grad`, the transposes read through their strides.
+    /// `dx = grad @ wᵀ`, `dw = xᵀ @ grad` (matrix by matrix), the transposes read through
+    /// their strides.
     #[derive(Debug)]
     struct ProductBackward;
 
     impl Backward<Flex, 2> for ProductBackward {
-        /// x (kept when w needs a gradient), w (kept when x does), and whether w is a
-        /// column-major view.
+        /// x (kept when w needs a gradient), w (kept when x does), and whether w's matrices
+        /// are column-major views.
         type State = (Option<FlexTensor>, Option<FlexTensor>, bool);
 
         fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -118,9 +136,11 @@ mod flex {
             if let (Some(node), Some(x)) = (w_node, x) {
                 let (x, grad) = (operand(&x), operand(&grad));
                 // A transposed view gets its gradient as one too (the tied head reads the
-                // embedding so): the transpose's own backward then gives a contiguous tensor.
+                // embedding so, attention the keys): the transpose's own backward then gives
+                // a contiguous tensor.
                 let dw = if w_column_major {
-                    product(&grad.transposed(), &x).transpose(0, 1)
+                    let rank = x.batch.len() + 2;
+                    product(&grad.transposed(), &x).transpose(rank - 2, rank - 1)
                 } else {
                     product(&x.transposed(), &grad)
                 };
@@ -129,23 +149,28 @@ mod flex {
         }
     }
 
-    /// Whether a 2-D tensor is laid out by columns (a transposed view of a row-major one).
+    /// Whether a tensor's matrices (its last two axes) are laid out by columns: transposed
+    /// views of row-major ones.
     fn column_major(tensor: &FlexTensor) -> bool {
         let strides = tensor.layout().strides();
-        strides[0].unsigned_abs() < strides[1].unsigned_abs()
+        let rank = strides.len();
+        strides[rank - 2].unsigned_abs() < strides[rank - 1].unsigned_abs()
     }
 
-    /// A 2-D f32 operand as gemm reads it: its storage, first element and strides (in values).
+    /// A stack of f32 matrices as gemm reads them: the storage, the leading axes' sizes and
+    /// strides, and each matrix's shape and strides (in values).
     struct Operand {
         tensor: FlexTensor,
+        /// `(size, stride)` of each leading axis.
+        batch: Vec<(usize, isize)>,
         rows: usize,
         cols: usize,
         row_stride: isize,
         col_stride: isize,
     }
 
-    /// `tensor` (2-D f32) as an operand: itself when its strides are non-negative, else a
-    /// contiguous copy. Cloning a tensor shares its storage.
+    /// `tensor` (f32, rank 2 or more) as an operand: itself when its strides are
+    /// non-negative, else a contiguous copy. Cloning a tensor shares its storage.
     fn operand(tensor: &FlexTensor) -> Operand {
         let tensor = if tensor.layout().has_positive_strides() {
             tensor.clone()
@@ -153,10 +178,13 @@ mod flex {
             contiguous(tensor.to_contiguous())
         };
         let (shape, strides) = (tensor.layout().shape(), tensor.layout().strides());
-        let (rows, cols) = (shape[0], shape[1]);
-        let (row_stride, col_stride) = (strides[0], strides[1]);
+        let rank = strides.len();
+        let batch = (0..rank - 2).map(|d| (shape[d], strides[d])).collect();
+        let (rows, cols) = (shape[rank - 2], shape[rank - 1]);
+        let (row_stride, col_stride) = (strides[rank - 2], strides[rank - 1]);
         Operand {
             tensor,
+            batch,
             rows,
             cols,
             row_stride,
@@ -171,46 +199,64 @@ mod flex {
                 cols: self.rows,
                 row_stride: self.col_stride,
                 col_stride: self.row_stride,
-                tensor: self.tensor,
+                ..self
             }
         }
 
-        fn first(&self) -> *const f32 {
+        /// How many matrices the stack holds.
+        fn count(&self) -> usize {
+            self.batch.iter().map(|&(size, _)| size).product()
+        }
+
+        /// The first value of matrix `index` (leading axes in row-major order).
+        fn matrix(&self, index: usize) -> *const f32 {
+            let mut offset = self.tensor.layout().start_offset() as isize;
+            let mut rest = index;
+            for &(size, stride) in self.batch.iter().rev() {
+                offset += (rest % size) as isize * stride;
+                rest /= size;
+            }
             let storage: &[f32] = self.tensor.storage();
-            storage[self.tensor.layout().start_offset()..].as_ptr()
+            storage[offset as usize..].as_ptr()
         }
     }
 
-    /// `a @ b` into a new row-major tensor.
+    /// `a @ b` matrix by matrix, into a new row-major tensor of shape `[batch.., m, n]`.
     fn product(a: &Operand, b: &Operand) -> FlexTensor {
         assert_eq!(a.cols, b.rows, "matrix product of mismatched shapes");
-        let (m, k, n) = (a.rows, a.cols, b.cols);
-        let values = if m == 0 || n == 0 || k == 0 {
-            vec![0.0f32; m * n]
+        let (m, k, n, count) = (a.rows, a.cols, b.cols, a.count());
+        let mut shape: Vec<usize> = a.batch.iter().map(|&(size, _)| size).collect();
+        shape.extend([m, n]);
+        if m == 0 || n == 0 || k == 0 || count == 0 {
+            return from_values(vec![0.0f32; count * m * n], shape);
+        }
+        let mut out = Vec::<f32>::with_capacity(count * m * n);
+        // Enough matrices to fill the cores: one per task, each on one core; fewer: one
+        // after the other, each split by gemm.
+        let by_matrix = count > 1 && count >= rayon::current_num_threads();
+        let parallelism = if !by_matrix && m * k * n >= PARALLEL_MIN_MACS {
+            gemm::Parallelism::Rayon(0)
         } else {
-            let parallelism = if m * k * n >= PARALLEL_MIN_MACS {
-                gemm::Parallelism::Rayon(0)
-            } else {
-                gemm::Parallelism::None
-            };
-            let mut out = Vec::<f32>::with_capacity(m * n);
-            // SAFETY: `out` has room for the `m x n` row-major result, which gemm writes
-            // whole without reading it (`read_dst` false); `a` and `b` point into storage
-            // that holds every element their shapes and non-negative strides reach (they
-            // are layouts of valid tensors).
+            gemm::Parallelism::None
+        };
+        let one = |index: usize, dst: &mut [std::mem::MaybeUninit<f32>]| {
+            // SAFETY: `dst` holds the `m x n` row-major result, which gemm writes whole
+            // without reading it (`read_dst` false); the operands point into storage that
+            // holds every value their shapes and non-negative strides reach (layouts of
+            // valid tensors).
             unsafe {
                 gemm::gemm(
                     m,
                     n,
                     k,
-                    out.as_mut_ptr(),
+                    dst.as_mut_ptr().cast::<f32>(),
                     1,
                     n as isize,
                     false,
-                    a.first(),
+                    a.matrix(index),
                     a.col_stride,
                     a.row_stride,
-                    b.first(),
+                    b.matrix(index),
                     b.col_stride,
                     b.row_stride,
                     0.0,
@@ -220,11 +266,23 @@ mod flex {
                     false,
                     parallelism,
                 );
-                out.set_len(m * n);
             }
-            out
         };
-        from_values(values, vec![m, n])
+        let spare = &mut out.spare_capacity_mut()[..count * m * n];
+        if by_matrix {
+            spare
+                .par_chunks_mut(m * n)
+                .enumerate()
+                .for_each(|(index, dst)| one(index, dst));
+        } else {
+            spare
+                .chunks_mut(m * n)
+                .enumerate()
+                .for_each(|(index, dst)| one(index, dst));
+        }
+        // SAFETY: every matrix of the result was written above.
+        unsafe { out.set_len(count * m * n) };
+        from_values(out, shape)
     }
 }
 
@@ -233,7 +291,7 @@ mod tests {
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::{Distribution, Tensor, module::linear};
 
-    use super::matrix_product;
+    use super::{batched_matrix_product, matrix_product};
 
     type A = Autodiff<Flex>;
 
@@ -272,6 +330,35 @@ mod tests {
             assert!(max_difference(dx, dx_ref) <= tolerance);
             assert!(max_difference(dw, dw_ref) <= tolerance);
         }
+    }
+
+    /// Stacks of matrices, both operands strided views as attention passes them (keys
+    /// transposed, values with heads moved), equal Burn's matmul with both gradients.
+    #[test]
+    fn batched_products_and_gradients_equal_burns_matmul() {
+        let device = Default::default();
+        let normal = Distribution::Normal(0.0, 1.0);
+        // [batch, positions, heads, d] seen as [batch, heads, positions, d].
+        let x = Tensor::<Flex, 4>::random([2, 6, 3, 4], normal, &device);
+        let keys = Tensor::<Flex, 4>::random([2, 3, 5, 4], normal, &device);
+        let upstream = Tensor::<Flex, 4>::random([2, 3, 6, 5], normal, &device);
+        let run = |f: fn(Tensor<A, 4>, Tensor<A, 4>) -> Tensor<A, 4>| {
+            let x = Tensor::<A, 4>::from_inner(x.clone()).require_grad();
+            let keys = Tensor::<A, 4>::from_inner(keys.clone()).require_grad();
+            let y = f(x.clone().swap_dims(1, 2), keys.clone().swap_dims(2, 3));
+            let grads = (y.clone() * Tensor::from_inner(upstream.clone()))
+                .sum()
+                .backward();
+            let dx = x.grad(&grads).unwrap();
+            (y.inner(), dx, keys.grad(&grads).unwrap())
+        };
+        let (y_ref, dx_ref, dk_ref) = run(|x, w| x.matmul(w));
+        let (y, dx, dk) = run(batched_matrix_product);
+        let difference = |a: Tensor<Flex, 4>, b: Tensor<Flex, 4>| (a - b).abs().max().into_scalar();
+        assert!(difference(y, y_ref) <= 1e-5);
+        assert!(difference(dx, dx_ref) <= 1e-5);
+        assert!(dk.clone().into_primitive().tensor().is_contiguous());
+        assert!(difference(dk, dk_ref) <= 1e-5);
     }
 
     /// A frozen operand gets no gradient, and the inference backend takes the same route.

@@ -32,7 +32,7 @@ pub(crate) use layout::transpose;
 pub use lora_adapter::{LoraAdapter, LoraAdapterConfig};
 pub(crate) use mask::attention_mask;
 pub(crate) use masked_softmax::masked_softmax;
-pub(crate) use matrix_product::matrix_product;
+pub(crate) use matrix_product::{batched_matrix_product, matrix_product};
 pub use nf4_weight::Nf4Weight;
 pub(crate) use nll::nll_sum;
 pub use params::{ParamEntry, float_params};
