@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 
-use super::matrix_product::matrix_product;
+use super::matrix_product::last_axis_product;
 
 /// The shape and hyper-parameters of one [`LoraAdapter`].
 #[derive(Config, Debug)]
@@ -86,15 +86,9 @@ impl<B: Backend> LoraAdapter<B> {
     /// - x: `[..., in]`; returns `[..., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let x = self.dropout.forward(x);
-        let mut dims = x.dims();
-        let tokens = dims[..D - 1].iter().product::<usize>();
-        // Leading axes as one, so that each weight's gradient is one product.
-        let x = x.reshape([tokens, dims[D - 1]]);
         // The scaling on the rank-r product: `r` values per token to scale instead of `out`.
-        let low = matrix_product(x, self.lora_a.val()) * self.scaling;
-        let update = matrix_product(low, self.lora_b.val());
-        dims[D - 1] = update.dims()[1];
-        update.reshape(dims)
+        let low = last_axis_product(x, self.lora_a.val()) * self.scaling;
+        last_axis_product(low, self.lora_b.val())
     }
 
     /// `scaling * A @ B`, `[in, out]`: the change merging makes to the base weight.

@@ -7,8 +7,8 @@
 //! LoRA factors' products, rank 16, are all below). This op writes the product straight into
 //! its output, splits products from [`PARALLEL_MIN_MACS`] multiply-adds across the cores, reads
 //! transposed operands through their strides, and keeps for the backward pass only the
-//! operand that the other's gradient needs. Elsewhere it is Burn's `linear` (GPU backends run
-//! their own kernels).
+//! operand that the other's gradient needs. Elsewhere it is Burn's `linear` or `matmul` (GPU
+//! backends run their own kernels).
 
 use burn::tensor::{Tensor, backend::Backend, module::linear};
 
@@ -28,6 +28,22 @@ pub(crate) fn matrix_product<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Te
         Err(inputs) => inputs,
     };
     linear(x, w, None)
+}
+
+/// `x @ w` over `x`'s last axis, its leading axes taken as one: `w`'s gradient is then one
+/// `[inner, tokens] x [tokens, cols]` product instead of one per leading index and a sum.
+///
+/// # Shapes
+/// - x: `[..., inner]`, w: `[inner, cols]`; returns `[..., cols]`.
+pub(crate) fn last_axis_product<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    w: Tensor<B, 2>,
+) -> Tensor<B, D> {
+    let mut dims = x.dims();
+    let tokens = dims[..D - 1].iter().product::<usize>();
+    let x = x.reshape([tokens, dims[D - 1]]);
+    dims[D - 1] = w.dims()[1];
+    matrix_product(x, w).reshape(dims)
 }
 
 /// `x @ w` matrix by matrix over two leading axes of the same sizes (no broadcasting).

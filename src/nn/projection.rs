@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::layout::transpose;
 use super::lora_adapter::LoraAdapter;
-use super::matrix_product::matrix_product;
+use super::matrix_product::last_axis_product;
 use super::nf4_linear::nf4_linear;
 use super::nf4_weight::Nf4Weight;
 use super::params::f32_values;
@@ -59,14 +59,6 @@ pub struct Projection<B: Backend> {
     lora: Option<LoraAdapter<B>>,
     #[module(skip)]
     dims: [usize; 2],
-}
-
-/// `x @ weight` with the batch and sequence axes as one: the weight's gradient is then one
-/// `[in, tokens] x [tokens, out]` product instead of one per sequence and a sum over them.
-fn dense_linear<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 2>) -> Tensor<B, 3> {
-    let [batch, seq, d_in] = x.dims();
-    let d_out = weight.dims()[1];
-    matrix_product(x.reshape([batch * seq, d_in]), weight).reshape([batch, seq, d_out])
 }
 
 impl<B: Backend> Projection<B> {
@@ -130,15 +122,10 @@ impl<B: Backend> Projection<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let base = match &self.nf4 {
             Some(nf4) => nf4_linear(x.clone(), nf4),
-            None => dense_linear(x.clone(), self.base_weight()),
+            None => last_axis_product(x.clone(), self.base_weight()),
         };
         match &self.lora {
-            Some(lora) => {
-                // As one 2-D product each (see `dense_linear`).
-                let [batch, seq, d_in] = x.dims();
-                let update = lora.forward(x.reshape([batch * seq, d_in]));
-                base + update.reshape([batch, seq, self.dims[1]])
-            }
+            Some(lora) => base + lora.forward(x),
             None => base,
         }
     }
