@@ -16,6 +16,7 @@ mod singular_values;
 mod snr;
 mod table;
 mod tridiagonal;
+mod tridiagonalize;
 mod weights;
 
 pub use files::write_spectrum_files;

@@ -84,19 +84,23 @@ fn ql_sweep(d: &mut [f64], e2: &mut [f64], first: usize, last: usize) {
     let mut p = gamma * gamma;
     for i in (first..last).rev() {
         let b2 = e2[i];
+        // Two divisions a step, not three: `gamma^2 / c` is `gamma^2 r / p`, and `1 / p` does
+        // not wait for `r`. Division throughput bounds the sweep.
+        let p_inverse = 1.0 / p;
         let r = p + b2;
         if i + 1 != last {
             e2[i + 1] = s * r;
         }
         let previous_c = c;
-        c = p / r;
-        s = b2 / r;
+        let r_inverse = 1.0 / r;
+        c = p * r_inverse;
+        s = b2 * r_inverse;
         let previous_gamma = gamma;
         let alpha = d[i];
         gamma = c * (alpha - shift) - s * previous_gamma;
         d[i + 1] = previous_gamma + (alpha - gamma);
         p = if c != 0.0 {
-            gamma * gamma / c
+            gamma * gamma * (r * p_inverse)
         } else {
             previous_c * b2
         };
