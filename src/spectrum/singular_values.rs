@@ -85,7 +85,8 @@ fn svd_values(a: MatRef<'_, f32>, par: Par) -> Option<Vec<f32>> {
 const F32_DEPTH: usize = 64;
 
 fn gram_values(data: &[f32], rows: usize, cols: usize, par: Par) -> Option<Vec<f32>> {
-    let (diagonal, off_diagonal) = tridiagonalize(lower_gram(data, rows, cols, par));
+    let parallel = matches!(par, Par::Rayon(_));
+    let (diagonal, off_diagonal) = tridiagonalize(lower_gram(data, rows, cols, par), parallel);
     let eigenvalues = tridiagonal_eigenvalues(&diagonal, &off_diagonal)?;
     Some(
         eigenvalues

@@ -74,14 +74,18 @@ impl SymmetricMatrix {
 }
 
 /// The diagonal (length `n`) and off-diagonal (length `n - 1`, empty when `n == 0`) of a
-/// tridiagonal matrix orthogonally similar to `matrix`, which is overwritten.
-pub(crate) fn tridiagonalize(matrix: SymmetricMatrix) -> (Vec<f64>, Vec<f64>) {
-    reduce(matrix, |reduction| Arch::new().dispatch(reduction))
+/// tridiagonal matrix orthogonally similar to `matrix`, which is overwritten. With `parallel`,
+/// passes over a large trailing triangle are split between two rayon tasks.
+pub(crate) fn tridiagonalize(matrix: SymmetricMatrix, parallel: bool) -> (Vec<f64>, Vec<f64>) {
+    reduce(matrix, parallel, |reduction| {
+        Arch::new().dispatch(reduction)
+    })
 }
 
 /// [`tridiagonalize`], with `run` running the reduction at some SIMD level.
 fn reduce(
     mut matrix: SymmetricMatrix,
+    parallel: bool,
     run: impl FnOnce(Reduction<'_>) -> (Vec<f64>, Vec<f64>),
 ) -> (Vec<f64>, Vec<f64>) {
     let (n, stride) = (matrix.n, matrix.stride);
@@ -101,7 +105,12 @@ fn reduce(
     for j in 0..n {
         lower[column(j)].iter_mut().for_each(|v| *v /= scale);
     }
-    let (mut diagonal, mut off_diagonal) = run(Reduction { lower, n, stride });
+    let (mut diagonal, mut off_diagonal) = run(Reduction {
+        lower,
+        n,
+        stride,
+        parallel,
+    });
     diagonal.iter_mut().for_each(|d| *d *= scale);
     off_diagonal.iter_mut().for_each(|e| *e *= scale);
     (diagonal, off_diagonal)
@@ -112,6 +121,7 @@ struct Reduction<'a> {
     lower: &'a mut [f64],
     n: usize,
     stride: usize,
+    parallel: bool,
 }
 
 impl WithSimd for Reduction<'_> {
@@ -119,8 +129,13 @@ impl WithSimd for Reduction<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> Self::Output {
-        let Reduction { lower, n, stride } = self;
-        let mut step = Step::new(n, stride);
+        let Reduction {
+            lower,
+            n,
+            stride,
+            parallel,
+        } = self;
+        let mut step = Step::new(n, stride, parallel);
         let mut diagonal = vec![0.0; n];
         let mut off_diagonal = vec![0.0; n.saturating_sub(1)];
         for k in 0..n {
@@ -152,10 +167,13 @@ struct Step {
     w_prev: Aligned,
     /// `tau A v`, then the next pending `w`.
     p: Aligned,
+    /// The right part's share of `p` while two tasks split a pass; `None` when passes are
+    /// not split.
+    p_right: Option<Aligned>,
 }
 
 impl Step {
-    fn new(n: usize, stride: usize) -> Self {
+    fn new(n: usize, stride: usize, parallel: bool) -> Self {
         Step {
             n,
             stride,
@@ -164,6 +182,7 @@ impl Step {
             v_prev: Aligned::zeros(stride),
             w_prev: Aligned::zeros(stride),
             p: Aligned::zeros(stride),
+            p_right: (parallel && n >= PARALLEL_MIN_ROWS).then(|| Aligned::zeros(stride)),
         }
     }
 
@@ -206,20 +225,33 @@ impl Step {
     #[inline(always)]
     fn next_update<S: Simd>(&mut self, simd: S, lower: &mut [f64], first: usize) {
         let (n, stride) = (self.n, self.stride);
-        self.p.as_mut_slice()[first..].fill(0.0);
-        let mut j = first;
-        while j < n {
-            // Blocks of four columns start on a multiple of four, so that their diagonal
-            // entries share one cache line.
-            if j.is_multiple_of(COLUMNS) && n - j >= COLUMNS {
-                let block = &mut lower[j * stride..(j + COLUMNS) * stride];
-                self.pass_columns::<S, COLUMNS>(simd, block, j);
-                j += COLUMNS;
-            } else {
-                let column = &mut lower[j * stride..(j + 1) * stride];
-                self.pass_columns::<S, 1>(simd, column, j);
-                j += 1;
+        let vectors = PassVectors {
+            v: self.v.as_slice(),
+            v_prev: self.v_prev.as_slice(),
+            w_prev: self.w_prev.as_slice(),
+        };
+        let p = self.p.as_mut_slice();
+        p[first..].fill(0.0);
+        let columns = &mut lower[first * stride..n * stride];
+        match &mut self.p_right {
+            Some(p_right) if n - first >= PARALLEL_MIN_ROWS => {
+                // Halves of equal area: the right part's columns are the shorter ones.
+                let rows = (n - first) as f64;
+                let middle = (n - (rows / std::f64::consts::SQRT_2) as usize)
+                    .next_multiple_of(COLUMNS)
+                    .clamp(first + 1, n);
+                let (left, right) = columns.split_at_mut((middle - first) * stride);
+                let p_right = p_right.as_mut_slice();
+                p_right[middle..].fill(0.0);
+                rayon::join(
+                    || simd.vectorize(Pass::new(vectors, left, p, first, stride)),
+                    || simd.vectorize(Pass::new(vectors, right, p_right, middle, stride)),
+                );
+                for (p, q) in p[middle..n].iter_mut().zip(&p_right[middle..n]) {
+                    *p += q;
+                }
             }
+            _ => Pass::new(vectors, columns, p, first, stride).with_simd(simd),
         }
         let tau = self.tau;
         let p = &mut self.p.as_mut_slice()[first..n];
@@ -233,35 +265,111 @@ impl Step {
         std::mem::swap(&mut self.v_prev, &mut self.v);
         std::mem::swap(&mut self.w_prev, &mut self.p);
     }
+}
 
-    /// The pass over `C` consecutive columns `j..j + C` (`block` holds them whole), whose
-    /// diagonal entries lie in one cache line.
-    #[inline(always)]
-    fn pass_columns<S: Simd, const C: usize>(&mut self, simd: S, block: &mut [f64], j: usize) {
-        let stride = self.stride;
-        // From the cache line that holds the diagonal entries to the end of the columns.
-        let line = j / LINE * LINE;
-        let (v, v_prev) = (self.v.as_slice(), self.v_prev.as_slice());
-        let w_prev = self.w_prev.as_slice();
-        let at = |x: &[f64]| -> [f64; C] { std::array::from_fn(|c| x[j + c]) };
-        let (v_at, v_prev_at, w_prev_at) = (at(v), at(v_prev), at(w_prev));
-        let mut columns = block.chunks_exact_mut(stride).map(|c| &mut c[line..]);
-        let rectangle = Rectangle {
-            columns: std::array::from_fn(|_| columns.next().expect("C columns")),
-            diagonal: std::array::from_fn(|c| j + c - line),
-            v: &v[line..],
-            v_prev: &v_prev[line..],
-            w_prev: &w_prev[line..],
-            p: &mut self.p.as_mut_slice()[line..],
-            v_at,
-            v_prev_at,
-            w_prev_at,
-        };
-        let dots = rectangle.with_simd(simd);
-        let p = self.p.as_mut_slice();
-        for (c, dot) in dots.iter().enumerate() {
-            p[j + c] += dot;
+/// Rows of a pass's split below which one task makes the whole pass.
+const PARALLEL_MIN_ROWS: usize = 512;
+
+/// The vectors a pass reads, indexed by row of the whole matrix: the Householder vector and
+/// the pending update.
+#[derive(Clone, Copy)]
+struct PassVectors<'a> {
+    v: &'a [f64],
+    v_prev: &'a [f64],
+    w_prev: &'a [f64],
+}
+
+/// A pass over whole consecutive columns, from column `first` to the end of `columns`,
+/// adding into `p` (indexed by row of the whole matrix).
+struct Pass<'a> {
+    vectors: PassVectors<'a>,
+    columns: &'a mut [f64],
+    p: &'a mut [f64],
+    first: usize,
+    stride: usize,
+}
+
+impl<'a> Pass<'a> {
+    fn new(
+        vectors: PassVectors<'a>,
+        columns: &'a mut [f64],
+        p: &'a mut [f64],
+        first: usize,
+        stride: usize,
+    ) -> Self {
+        Pass {
+            vectors,
+            columns,
+            p,
+            first,
+            stride,
         }
+    }
+}
+
+impl WithSimd for Pass<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Pass {
+            vectors,
+            columns,
+            p,
+            first,
+            stride,
+        } = self;
+        let end = first + columns.len() / stride;
+        let mut j = first;
+        while j < end {
+            // Blocks of four columns start on a multiple of four, so that their diagonal
+            // entries share one cache line.
+            let width = if j.is_multiple_of(COLUMNS) && end - j >= COLUMNS {
+                COLUMNS
+            } else {
+                1
+            };
+            let block = &mut columns[(j - first) * stride..(j - first + width) * stride];
+            if width == COLUMNS {
+                pass_columns::<S, COLUMNS>(simd, vectors, block, p, j, stride);
+            } else {
+                pass_columns::<S, 1>(simd, vectors, block, p, j, stride);
+            }
+            j += width;
+        }
+    }
+}
+
+/// The pass over `C` consecutive columns `j..j + C` (`block` holds them whole), whose
+/// diagonal entries lie in one cache line.
+#[inline(always)]
+fn pass_columns<S: Simd, const C: usize>(
+    simd: S,
+    vectors: PassVectors<'_>,
+    block: &mut [f64],
+    p: &mut [f64],
+    j: usize,
+    stride: usize,
+) {
+    let PassVectors { v, v_prev, w_prev } = vectors;
+    // From the cache line that holds the diagonal entries to the end of the columns.
+    let line = j / LINE * LINE;
+    let at = |x: &[f64]| -> [f64; C] { std::array::from_fn(|c| x[j + c]) };
+    let mut columns = block.chunks_exact_mut(stride).map(|c| &mut c[line..]);
+    let rectangle = Rectangle {
+        columns: std::array::from_fn(|_| columns.next().expect("C columns")),
+        diagonal: std::array::from_fn(|c| j + c - line),
+        v: &v[line..],
+        v_prev: &v_prev[line..],
+        w_prev: &w_prev[line..],
+        p: &mut p[line..],
+        v_at: at(v),
+        v_prev_at: at(v_prev),
+        w_prev_at: at(w_prev),
+    };
+    let dots = rectangle.with_simd(simd);
+    for (c, dot) in dots.iter().enumerate() {
+        p[j + c] += dot;
     }
 }
 
@@ -396,22 +504,30 @@ mod tests {
 
     /// The reduction at each SIMD level this machine has, the widest first.
     fn levels() -> Vec<(&'static str, ReduceAt)> {
-        let mut levels: Vec<(&'static str, ReduceAt)> = vec![("dispatched", |m| tridiagonalize(m))];
+        let mut levels: Vec<(&'static str, ReduceAt)> =
+            vec![("dispatched", |m| tridiagonalize(m, false))];
+        levels.push(("dispatched, passes split in two", |m| {
+            tridiagonalize(m, true)
+        }));
         #[cfg(target_arch = "x86_64")]
         {
             if pulp::x86::V4::try_new().is_some() {
                 levels.push(("x86-v4", |m| {
-                    reduce(m, |r| Simd::vectorize(pulp::x86::V4::try_new().unwrap(), r))
+                    reduce(m, false, |r| {
+                        Simd::vectorize(pulp::x86::V4::try_new().unwrap(), r)
+                    })
                 }));
             }
             if pulp::x86::V3::try_new().is_some() {
                 levels.push(("x86-v3", |m| {
-                    reduce(m, |r| Simd::vectorize(pulp::x86::V3::try_new().unwrap(), r))
+                    reduce(m, false, |r| {
+                        Simd::vectorize(pulp::x86::V3::try_new().unwrap(), r)
+                    })
                 }));
             }
         }
         levels.push(("scalar", |m| {
-            reduce(m, |r| r.with_simd(pulp::Scalar::new()))
+            reduce(m, false, |r| r.with_simd(pulp::Scalar::new()))
         }));
         levels
     }
@@ -423,15 +539,18 @@ mod tests {
     /// squares would overflow or underflow; the strict upper triangle is never read.
     #[test]
     fn same_eigenvalues_as_the_dense_matrix() {
-        for (level, reduce_at) in levels() {
-            for (n, scale) in [
-                (1, 1.0),
-                (2, 1.0),
-                (5, 1e-150),
-                (9, 1e150),
-                (64, 1.0),
-                (131, 3.0),
-            ] {
+        let sizes = [
+            (1, 1.0),
+            (2, 1.0),
+            (5, 1e-150),
+            (9, 1e150),
+            (64, 1.0),
+            (131, 3.0),
+        ];
+        // And one above PARALLEL_MIN_ROWS, where split passes are split.
+        let sizes = sizes.into_iter().chain([(PARALLEL_MIN_ROWS + 77, 1.0)]);
+        for (n, scale) in sizes {
+            for (level, reduce_at) in levels() {
                 check_against_dense(reduce_at, n, scale, level);
             }
         }
@@ -485,11 +604,14 @@ mod tests {
                 values[j * stride + j + 1] = 0.5;
             }
         }
-        let (d, e) = tridiagonalize(matrix);
+        let (d, e) = tridiagonalize(matrix, false);
         assert_eq!(d, (1..=n).map(|d| d as f64).collect::<Vec<_>>());
         assert!(e.iter().all(|e| e.abs() == 0.5), "{e:?}");
-        let (d, e) = tridiagonalize(SymmetricMatrix::zeros(3));
+        let (d, e) = tridiagonalize(SymmetricMatrix::zeros(3), false);
         assert_eq!((d, e), (vec![0.0; 3], vec![0.0; 2]));
-        assert_eq!(tridiagonalize(SymmetricMatrix::zeros(0)), (vec![], vec![]));
+        assert_eq!(
+            tridiagonalize(SymmetricMatrix::zeros(0), false),
+            (vec![], vec![])
+        );
     }
 }
