@@ -14,8 +14,8 @@
 //!
 //! The PyTorch peer (`scripts/bench_train_step.py`: transformers + PEFT, same model, same
 //! batch written to `target/bench-train-step/batch.json`, same optimizer, 2 threads) runs right
-//! after ours for full, Spectrum-25 (on the parameters our selection chose) and LoRA, in every
-//! round, when `SPECTRUM_BENCH_PYTHON` (default `python3`) has torch, transformers and peft;
+//! after ours for full, Spectrum-25 and Spectrum-0 (on the parameters our selection chose) and
+//! LoRA, in every round, when `SPECTRUM_BENCH_PYTHON` (default `python3`) has torch, transformers and peft;
 //! without them the bench says so and prints ours alone.
 
 mod common;
@@ -62,6 +62,9 @@ fn methods() -> Vec<Method> {
         }),
         Method::QLora(qlora.clone()),
         Method::SpectrumQLora(SpectrumSource::TopPercent(25), qlora),
+        // Spectrum's floor: spectrum.py always unfreezes the embedding and `lm_head`, so no
+        // Spectrum selection takes less than this (the backward pass reaches the embedding).
+        Method::Spectrum(SpectrumSource::TopPercent(0)),
     ]
 }
 
@@ -204,7 +207,7 @@ fn main() {
 }
 
 /// The methods the PyTorch peer runs (bitsandbytes' NF4 has no CPU kernels to compare with).
-const PEER_METHODS: [&str; 3] = ["full", "spectrum-25", "lora"];
+const PEER_METHODS: [&str; 4] = ["full", "spectrum-25", "lora", "spectrum-0"];
 
 /// Runs the PyTorch peer for `method`; its line `method seconds peak_mib first_loss`.
 fn peer(

@@ -3,7 +3,7 @@
 
     python scripts/bench_train_step.py MODEL_DIR METHOD BATCH_JSON [TRAINABLE_TXT]
 
-METHOD is `full`, `spectrum-25` (the parameters named one per line in TRAINABLE_TXT train,
+METHOD is `full`, `spectrum-<k>` (the parameters named one per line in TRAINABLE_TXT train,
 as our selection chose them) or `lora` (PEFT, r 16, alpha 32, all-linear, no dropout).
 BATCH_JSON holds `input_ids`, `attention_mask` and `labels` ([batch][seq], -100 ignored), as the
 Rust bench wrote them, so both sides see the same tokens.

@@ -14,6 +14,7 @@ mod selection;
 mod selector;
 mod singular_values;
 mod snr;
+mod symmetric_matrix;
 mod table;
 mod tridiagonal;
 mod tridiagonalize;

@@ -7,8 +7,9 @@ use pulp::{Arch, Simd, WithSimd};
 
 use faer::dyn_stack::{MemBuffer, MemStack};
 
+use super::symmetric_matrix::SymmetricMatrix;
 use super::tridiagonal::tridiagonal_eigenvalues;
-use super::tridiagonalize::{SymmetricMatrix, tridiagonalize};
+use super::tridiagonalize::tridiagonalize;
 
 /// How to compute the singular values.
 ///

@@ -10,68 +10,10 @@
 
 use pulp::{Arch, Simd, WithSimd};
 
+use super::symmetric_matrix::{Aligned, LINE, SymmetricMatrix};
+
 /// Columns of the trailing triangle handled together by one pass.
 const COLUMNS: usize = 4;
-
-/// `f64` values per 64-byte cache line, the unit of padding and alignment.
-const LINE: usize = 8;
-
-/// One cache line of values.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([f64; LINE]);
-
-/// Zeroed `f64` storage whose start is aligned to a cache line, its length a whole number of
-/// lines.
-struct Aligned(Vec<Line>);
-
-impl Aligned {
-    fn zeros(len: usize) -> Self {
-        Aligned(vec![Line([0.0; LINE]); len.div_ceil(LINE)])
-    }
-
-    fn as_slice(&self) -> &[f64] {
-        // SAFETY: `Line` is `repr(C)` over `[f64; LINE]` with no padding (its size, 64 bytes,
-        // equals its alignment), so the lines are `LINE * len` contiguous `f64`s.
-        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast(), self.0.len() * LINE) }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [f64] {
-        // SAFETY: as in `as_slice`; the borrow is unique.
-        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast(), self.0.len() * LINE) }
-    }
-}
-
-/// The lower triangle of a symmetric `n x n` matrix, column-major, each column padded with
-/// zeros to a whole number of cache lines (the column stride) and starting on one.
-pub(crate) struct SymmetricMatrix {
-    values: Aligned,
-    n: usize,
-    stride: usize,
-}
-
-impl SymmetricMatrix {
-    /// The zero matrix.
-    pub(crate) fn zeros(n: usize) -> Self {
-        let stride = n.next_multiple_of(LINE);
-        SymmetricMatrix {
-            values: Aligned::zeros(stride * n),
-            n,
-            stride,
-        }
-    }
-
-    /// The column stride, a multiple of 8 not below `n`.
-    pub(crate) fn stride(&self) -> usize {
-        self.stride
-    }
-
-    /// All `stride * n` values, column-major. Only the lower triangle (rows `j..n` of column
-    /// `j`) is read; rows `n..stride` must stay zero.
-    pub(crate) fn values_mut(&mut self) -> &mut [f64] {
-        &mut self.values.as_mut_slice()[..self.stride * self.n]
-    }
-}
 
 /// The diagonal (length `n`) and off-diagonal (length `n - 1`, empty when `n == 0`) of a
 /// tridiagonal matrix orthogonally similar to `matrix`, which is overwritten. With `parallel`,
@@ -88,7 +30,7 @@ fn reduce(
     parallel: bool,
     run: impl FnOnce(Reduction<'_>) -> (Vec<f64>, Vec<f64>),
 ) -> (Vec<f64>, Vec<f64>) {
-    let (n, stride) = (matrix.n, matrix.stride);
+    let (n, stride) = (matrix.n(), matrix.stride());
     let lower = matrix.values_mut();
     let column = |j: usize| j * stride + j..j * stride + n;
     // Scaled by a power of two (exactly) to a largest entry near 1, so that the squares
