@@ -20,13 +20,14 @@ use super::tridiagonalize::tridiagonalize;
 pub enum SvdMethod {
     /// Eigenvalues of the Gram matrix (`W W^T` of the short side), summed in f64 over partial
     /// products of [`F32_DEPTH`] columns made in f32, then a Householder tridiagonalization
-    /// and a root-free QL iteration in f64. Much faster than an SVD; each value has an
-    /// absolute error of about `1e-7 * S0`, as an f32 SVD's have, so values far inside the
-    /// noise lose their relative accuracy. On SmolLM2 the SNRs match spectrum.py's within
+    /// and a root-free QL iteration in f64. Much faster than an SVD. The squared values carry
+    /// absolute errors of about `1e-7 * S0^2` (the f32 rounding of the partial products), so
+    /// a value `s` is off by about `1e-7 * S0^2 / s`: close to an f32 SVD's error near `S0`,
+    /// relatively larger far inside the noise. On SmolLM2 the SNRs match spectrum.py's within
     /// 8.6e-7 relative, as those of an f64 Gram matrix do.
     #[default]
     Gram,
-    /// A full SVD in f64: accurate to f64 in every value, about twice as slow, and it holds two
+    /// A full SVD in f64: accurate to f64 in every value, slower, and it holds two
     /// f64 copies of the matrix.
     Svd,
 }
