@@ -13,9 +13,9 @@ use super::tridiagonalize::tridiagonalize;
 
 /// How to compute the singular values.
 ///
-/// Both work in f64. faer's f32 SVD is not used: on the 49152 x 576 embedding of SmolLM2 it
-/// returned a spurious `1e-6` value and shifted quartiles, where torch's f32 and faer's f64
-/// agree.
+/// Both decompose in f64 (the Gram route forms its matrix from f32 partial products). faer's
+/// f32 SVD is not used: on the 49152 x 576 embedding of SmolLM2 it returned a spurious `1e-6`
+/// value and shifted quartiles, where torch's f32 and faer's f64 agree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum SvdMethod {
     /// Eigenvalues of the Gram matrix (`W W^T` of the short side), summed in f64 over partial
