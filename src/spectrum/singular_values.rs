@@ -7,7 +7,7 @@ use pulp::{Arch, Simd, WithSimd};
 
 use faer::dyn_stack::{MemBuffer, MemStack};
 
-use super::symmetric_matrix::SymmetricMatrix;
+use super::symmetric_matrix::{SymmetricMatrix, lower_column};
 use super::tridiagonal::tridiagonal_eigenvalues;
 use super::tridiagonalize::tridiagonalize;
 
@@ -181,7 +181,7 @@ impl WithSimd for AddLower<'_> {
                 .try_as_col_major()
                 .expect("faer's matrices have contiguous columns")
                 .as_slice()[j..];
-            let to = &mut gram[j * stride + j..j * stride + n];
+            let to = &mut gram[lower_column(j, n, stride)];
             for (t, f) in to.iter_mut().zip(from) {
                 *t += f64::from(*f);
             }

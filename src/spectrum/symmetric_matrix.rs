@@ -30,6 +30,12 @@ impl Aligned {
     }
 }
 
+/// Where column `j`'s part of the lower triangle (rows `j..n`) lies among the values of an
+/// `n x n` matrix with column stride `stride`.
+pub(super) fn lower_column(j: usize, n: usize, stride: usize) -> std::ops::Range<usize> {
+    j * stride + j..j * stride + n
+}
+
 /// The lower triangle of a symmetric `n x n` matrix, column-major, each column padded with
 /// zeros to a whole number of cache lines (the column stride) and starting on one.
 pub(crate) struct SymmetricMatrix {

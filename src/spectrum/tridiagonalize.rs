@@ -10,7 +10,7 @@
 
 use pulp::{Arch, Simd, WithSimd};
 
-use super::symmetric_matrix::{Aligned, LINE, SymmetricMatrix};
+use super::symmetric_matrix::{Aligned, LINE, SymmetricMatrix, lower_column};
 
 /// Columns of the trailing triangle handled together by one pass.
 const COLUMNS: usize = 4;
@@ -32,15 +32,15 @@ fn reduce(
 ) -> (Vec<f64>, Vec<f64>) {
     let (n, stride) = (matrix.n(), matrix.stride());
     let lower = matrix.values_mut();
-    let column = |j: usize| j * stride + j..j * stride + n;
+    let column = |j: usize| lower_column(j, n, stride);
     // Scaled by a power of two (exactly) to a largest entry near 1, so that the squares
     // summed for a reflector's norm neither overflow nor underflow.
     let largest = (0..n)
         .flat_map(|j| lower[column(j)].iter())
         .fold(0.0f64, |m, v| m.max(v.abs()));
     if largest == 0.0 || !largest.is_finite() {
-        let d = (0..n).map(|j| lower[j * stride + j]).collect();
-        let e = (1..n).map(|j| lower[(j - 1) * stride + j]).collect();
+        let d = (0..n).map(|j| lower[column(j)][0]).collect();
+        let e = (1..n).map(|j| lower[column(j - 1)][1]).collect();
         return (d, e);
     }
     let scale = 2f64.powi(largest.log2().ceil() as i32);
@@ -81,7 +81,7 @@ impl WithSimd for Reduction<'_> {
         let mut diagonal = vec![0.0; n];
         let mut off_diagonal = vec![0.0; n.saturating_sub(1)];
         for k in 0..n {
-            let column = &mut lower[k * stride + k..k * stride + n];
+            let column = &mut lower[lower_column(k, n, stride)];
             step.bring_up_to_date(column, k);
             diagonal[k] = column[0];
             if k + 1 == n {
