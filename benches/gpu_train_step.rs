@@ -20,14 +20,17 @@
 //! each module type by SNR, embeddings included); the names it trains are handed to the peer,
 //! and Spectrum-25+QLoRA and the fusion build's Spectrum-25 reuse its selection.
 //!
-//! The peer (`scripts/bench_gpu_train_step.py`, through `SPECTRUM_BENCH_PYTHON`, default
-//! `python3`) runs after each of ours, twice: in f32 (our precision; TF32 off, PyTorch's
-//! default) and in bf16 mixed precision (autocast, f32 weights and AdamW state: how
-//! PyTorch users train). bitsandbytes' QLoRA runs when it is installed.
+//! Ours runs in f32 and in bf16 mixed precision (`--dtype bf16`: frozen weights and
+//! activations in bf16, trainable weights and AdamW state in f32). The peer
+//! (`scripts/bench_gpu_train_step.py`, through `SPECTRUM_BENCH_PYTHON`, default `python3`)
+//! runs after each of ours: in f32 (TF32 off, PyTorch's default), f32 with TF32 products, and
+//! bf16 mixed precision (autocast, f32 weights and AdamW state: how PyTorch users train).
+//! bitsandbytes' QLoRA runs when it is installed.
 //!
 //! Settings: `GPU_BENCH_MODELS` (comma-separated config names, default
-//! `smollm2-135m,llama-3.2-1b`; `tiny` for a quick run on the CPU), `GPU_BENCH_METHODS` and
-//! `GPU_BENCH_PEER_DTYPES` (subsets, comma-separated), `GPU_BENCH_FUSION_EXE` (this bench
+//! `smollm2-135m,llama-3.2-1b`; `tiny` for a quick run on the CPU), `GPU_BENCH_METHODS`,
+//! `GPU_BENCH_DTYPES` (ours: `f32,bf16` by default; `f16` too) and `GPU_BENCH_PEER_DTYPES`
+//! (subsets, comma-separated; a precision the device lacks is reported as skipped), `GPU_BENCH_FUSION_EXE` (this bench
 //! built with `--features fusion` as well: measured beside this build), `GPU_BENCH_BATCH`,
 //! `GPU_BENCH_SEQ`, `GPU_BENCH_STEPS`, `GPU_BENCH_CASE_TIMEOUT` (seconds per case, default
 //! 240: a case past it is stopped and reported as such), `GPU_BENCH_DIR` (work folder, default
@@ -54,7 +57,7 @@ use common::{peer_python, root, write_batch};
 use burn_spectrum::backend::{BACKEND_NAME, DefaultBackend};
 use burn_spectrum::data::Batch;
 use burn_spectrum::model::{LlamaConfig, LlamaForCausalLM};
-use burn_spectrum::nn::float_params;
+use burn_spectrum::nn::{Precision, float_params};
 use burn_spectrum::peft::LoraConfig;
 use burn_spectrum::train::{
     LrSchedule, MemoryOptions, MemoryReport, Method, Prepared, SpectrumSource, TrainConfig,
@@ -67,6 +70,8 @@ type A = Autodiff<DefaultBackend>;
 const METHODS: [&str; 5] = ["full", "spectrum-25", "lora", "qlora", "spectrum-25-qlora"];
 /// The methods the peer runs (QLoRA only where bitsandbytes is installed).
 const PEER_METHODS: [&str; 4] = ["full", "spectrum-25", "lora", "qlora"];
+/// Our precisions: f32, and bf16 mixed precision (`--dtype bf16`).
+const OUR_DTYPES: [&str; 2] = ["f32", "bf16"];
 /// The peer's precisions (see the script): strict f32, f32 with TF32 matrix products, bf16
 /// mixed precision.
 const PEER_DTYPES: [&str; 3] = ["f32", "tf32", "bf16"];
@@ -174,16 +179,31 @@ fn batch_json(model: &str) -> PathBuf {
     work_dir().join(format!("{model}.batch.json"))
 }
 
+/// A precision by its command-line name.
+fn precision(name: &str) -> Precision {
+    match name {
+        "f32" => Precision::F32,
+        "bf16" => Precision::Bf16,
+        "f16" => Precision::F16,
+        other => panic!("unknown precision {other}"),
+    }
+}
+
 /// One case in this process: prints `method seconds_per_step tokens_per_s first_loss
 /// trainable_params scan_seconds warmup_seconds` (`scan_seconds`: the preparation's time when
-/// it scanned, else 0).
-fn child(model: &str, method_name: &str) {
+/// it scanned, else 0), or `skipped: ...` when the device lacks the precision.
+fn child(model: &str, method_name: &str, precision: Precision) {
     let device = default_device::<A>();
+    if let Err(e) = precision.check_supported::<A>(BACKEND_NAME, &device) {
+        println!("skipped: {e}");
+        return;
+    }
     A::seed(&device, 0);
     let config = LlamaConfig::from_file(&config_path(model)).expect("config");
     let (rows, seq) = (setting("GPU_BENCH_BATCH", 8), setting("GPU_BENCH_SEQ", 512));
     let batch = batch(rows, seq, config.vocab_size);
-    let (prepared, scan_seconds) = prepare::<A>(model, method_name, &config, &device);
+    let (mut prepared, scan_seconds) = prepare::<A>(model, method_name, &config, &device);
+    prepared.model = prepared.model.with_precision(precision);
     let trainable = MemoryReport::of(&prepared.model).trainable_params;
     let train_config = TrainConfig {
         schedule: LrSchedule::constant(1e-5),
@@ -277,8 +297,11 @@ fn write_selection<B: AutodiffBackend>(model: &str, prepared: &LlamaForCausalLM<
 
 fn main() {
     if let Ok(case) = std::env::var("GPU_BENCH_CASE") {
-        let (model, method) = case.split_once(':').expect("model:method");
-        child(model, method);
+        let parts: Vec<&str> = case.split(':').collect();
+        let [model, method, dtype] = parts[..] else {
+            panic!("GPU_BENCH_CASE is model:method:dtype, not {case}");
+        };
+        child(model, method, precision(dtype));
         return;
     }
     std::fs::create_dir_all(work_dir()).expect("creates the work folder");
@@ -289,6 +312,7 @@ fn main() {
         setting("GPU_BENCH_STEPS", 3).max(1)
     );
     let methods = list("GPU_BENCH_METHODS", &METHODS);
+    let our_dtypes = list("GPU_BENCH_DTYPES", &OUR_DTYPES);
     let peer_dtypes = list("GPU_BENCH_PEER_DTYPES", &PEER_DTYPES);
     let started = Instant::now();
     let mut results = Vec::new();
@@ -303,11 +327,17 @@ fn main() {
             .iter()
             .filter_map(|m| METHODS.into_iter().find(|n| n == m))
         {
-            for (side, exe) in our_builds() {
-                let ours =
-                    measure(Command::new(exe).env("GPU_BENCH_CASE", format!("{model}:{name}")));
-                print_row(&model, name, &side, &ours);
-                results.push((model.clone(), name, side, ours));
+            for (build, exe) in our_builds() {
+                for dtype in &our_dtypes {
+                    let case = format!("{model}:{name}:{dtype}");
+                    let ours = measure(Command::new(&exe).env("GPU_BENCH_CASE", case));
+                    let side = match dtype.as_str() {
+                        "f32" => build.clone(),
+                        _ => format!("{build} {dtype}"),
+                    };
+                    print_row(&model, name, &side, &ours);
+                    results.push((model.clone(), name, side, ours));
+                }
             }
             let Some(python) = python.as_deref().filter(|_| PEER_METHODS.contains(&name)) else {
                 continue;

@@ -66,9 +66,11 @@ if [ -x "$suite"/benches/gpu_train_step_fusion ]; then
   export GPU_BENCH_FUSION_EXE="$suite"/benches/gpu_train_step_fusion
 fi
 # Sized to fit a 15-minute device lease with its start: the Llama-3.2-1B shape (the issue's
-# main case), every method, beside PyTorch in TF32 (our products' precision) and bf16 AMP.
-# Set GPU_BENCH_MODELS, GPU_BENCH_METHODS or GPU_BENCH_PEER_DTYPES for more or less.
+# main case), every method, ours in f32 and in bf16 mixed precision (--dtype bf16), beside
+# PyTorch in TF32 (our f32 products' precision) and bf16 AMP. Set GPU_BENCH_MODELS,
+# GPU_BENCH_METHODS, GPU_BENCH_DTYPES or GPU_BENCH_PEER_DTYPES for more or less.
 export GPU_BENCH_MODELS=${GPU_BENCH_MODELS:-llama-3.2-1b}
+export GPU_BENCH_DTYPES=${GPU_BENCH_DTYPES:-f32,bf16}
 export GPU_BENCH_PEER_DTYPES=${GPU_BENCH_PEER_DTYPES:-tf32,bf16}
 export GPU_BENCH_CASE_TIMEOUT=${GPU_BENCH_CASE_TIMEOUT:-120} PYTHONUNBUFFERED=1
 timeout "${GPU_CHECK_BENCH_LIMIT:-300}" "$suite"/benches/gpu_train_step ||
@@ -82,7 +84,7 @@ chunk=${GPU_CHECK_LOSS_CHUNK-4096}
 if [ -n "$chunk" ]; then
   echo "== the same with the loss in chunks of $chunk positions"
   start=$SECONDS
-  GPU_BENCH_LOSS_CHUNK=$chunk GPU_BENCH_METHODS=full,lora GPU_BENCH_PEER_DTYPES=tf32 \
+  GPU_BENCH_LOSS_CHUNK=$chunk GPU_BENCH_METHODS=full,lora GPU_BENCH_DTYPES=f32 GPU_BENCH_PEER_DTYPES=tf32 \
     GPU_BENCH_FUSION_EXE= timeout "${GPU_CHECK_CHUNK_LIMIT:-100}" "$suite"/benches/gpu_train_step ||
     echo "the benchmark stopped early (exit $?)"
   echo "== loss chunk $chunk: $((SECONDS - start)) s"
@@ -90,8 +92,8 @@ fi
 
 # Where a step's time goes: CubeCL's kernel profile of one timed step of full fine-tuning on
 # the Llama-3.2-1B shape (the total per kernel; the warm-up's profile comes first).
-if [ -n "${GPU_CHECK_PROFILE_CASE-llama-3.2-1b:full}" ]; then
-  case=${GPU_CHECK_PROFILE_CASE-llama-3.2-1b:full}
+if [ -n "${GPU_CHECK_PROFILE_CASE-llama-3.2-1b:full:f32}" ]; then
+  case=${GPU_CHECK_PROFILE_CASE-llama-3.2-1b:full:f32}
   echo "== kernel profile of $case (written to $out/kernel_profile.txt)"
   mkdir -p profile
   printf '[compilation]\ncache = "target"\n[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' \

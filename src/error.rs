@@ -333,6 +333,20 @@ pub enum Error {
         /// What failed and what to do.
         reason: String,
     },
+    /// `--dtype` naming a float type the backend's device cannot compute in (bf16 on most
+    /// Vulkan drivers, f16 on an adapter without `shader-f16`).
+    #[error(
+        "--dtype {precision}: the {backend} backend's device cannot store and compute in \
+         {precision}; use --dtype f32{alternative}"
+    )]
+    PrecisionUnsupported {
+        /// The type asked for.
+        precision: String,
+        /// The backend's name.
+        backend: String,
+        /// Another half type that would run, as `" or --dtype f16"`, or empty.
+        alternative: String,
+    },
     /// An output folder that is a file.
     #[error("{0}: is a file, not a folder")]
     NotAFolder(PathBuf),

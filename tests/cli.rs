@@ -363,6 +363,10 @@ fn train_refuses_bad_input_with_exit_code_1_and_writes_nothing() {
             "--devices 0",
         ),
         (
+            train_args(&model, &data, &out, &["--method", "full", "--dtype", "f8"]),
+            "'f8'",
+        ),
+        (
             train_args(
                 &model,
                 &data,

@@ -2,10 +2,11 @@
 //! that follow it pass together on its key/value cache.
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend};
 
 use super::encode::RequestTokens;
 use crate::model::{KvCache, LlamaForCausalLM, ids_tensor};
+use crate::nn::to_dtype;
 use crate::{Error, Result};
 
 /// A request's score.
@@ -73,7 +74,7 @@ fn score_group<B: Backend>(
     let mut cache = KvCache::new(layers);
     let hidden = model.final_hidden_cached(ids_tensor(&[context.to_vec()], device)?, &mut cache);
     let last = model.head(hidden.narrow(1, context.len() - 1, 1));
-    let next = host_floats(log_softmax(last, 2).into_data());
+    let next = host_floats(log_softmax(to_dtype(last, DType::F32), 2).into_data());
     let most_likely = first_argmax(&next);
     let mut scores: Vec<Scored> = group
         .iter()
@@ -151,7 +152,7 @@ fn positions<B: Backend>(
     let flat: Vec<i64> = targets.iter().flatten().map(|&t| i64::from(t)).collect();
     let index: Tensor<B, 3, Int> =
         Tensor::from_data(TensorData::new(flat.clone(), [rows, seq, 1]), device);
-    let log_probs = log_softmax(logits, 2);
+    let log_probs = log_softmax(to_dtype(logits, DType::F32), 2);
     let argmax = log_probs.clone().argmax(2);
     let chosen = log_probs.gather(2, index);
     let argmax = argmax

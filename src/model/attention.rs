@@ -6,7 +6,7 @@ use burn::tensor::{Bool, Tensor, backend::Backend};
 
 use super::cache::KvCache;
 use crate::nn::{Projection, ProjectionConfig};
-use crate::nn::{RopeTables, batched_matrix_product, masked_softmax};
+use crate::nn::{RopeTables, batched_matrix_product, in_f32, masked_softmax};
 
 /// The widths of an [`Attention`] block.
 #[derive(Config, Debug)]
@@ -101,7 +101,8 @@ impl<B: Backend> Attention<B> {
             .reshape([batch, self.kv_heads, groups * seq, keys]);
         // Hidden keys at -inf, not transformers' most negative finite value: no row is fully
         // hidden (see `attention_mask`), and the weights are the same.
-        let weights = masked_softmax(scores, mask, scale);
+        // In f32 under mixed precision, as transformers' eager attention does.
+        let weights = in_f32(scores, |scores| masked_softmax(scores, mask, scale));
         let out = batched_matrix_product(weights, v)
             .reshape([batch, self.heads, seq, self.head_dim])
             .swap_dims(1, 2);

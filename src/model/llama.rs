@@ -2,7 +2,7 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend};
 
 use super::attention::{AttentionConfig, AttentionContext};
 use super::cache::KvCache;
@@ -11,8 +11,8 @@ use super::decoder::{DecoderLayer, DecoderLayerConfig};
 use super::mlp::MlpConfig;
 use crate::error::{Error, Result};
 use crate::nn::{
-    Projection, ProjectionConfig, RmsNorm, RmsNormConfig, Rope, WEIGHT_INIT, attention_mask,
-    matrix_product,
+    Precision, Projection, ProjectionConfig, RmsNorm, RmsNormConfig, Rope, WEIGHT_INIT,
+    attention_mask, matrix_product, store_frozen_as, to_dtype,
 };
 
 /// The label that the loss ignores, as in PyTorch's `CrossEntropyLoss`.
@@ -44,6 +44,8 @@ pub struct LlamaForCausalLM<B: Backend> {
     config: LlamaConfig,
     #[module(skip)]
     rope: Rope,
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl LlamaConfig {
@@ -80,6 +82,7 @@ impl LlamaConfig {
             model,
             lm_head,
             config: self.clone(),
+            precision: Precision::F32,
         }
     }
 }
@@ -114,6 +117,22 @@ impl<B: Backend> LlamaForCausalLM<B> {
     /// The configuration the model was built from.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
+    }
+
+    /// The float type of activations (f32 unless [`LlamaForCausalLM::with_precision`] said
+    /// otherwise).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Mixed precision: activations and products in `precision`'s type from the embedding on,
+    /// every frozen parameter stored in it; trainable parameters stay as they are (f32 master
+    /// weights, whose gradients come back in f32). Freeze first: what trains is decided by
+    /// `require_grad`. [`Precision::F32`] casts frozen parameters back to f32.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        let mut model = store_frozen_as(self, precision);
+        model.precision = precision;
+        model
     }
 
     /// Every linear projection with its module path (`model.layers.0.self_attn.q_proj`, ...,
@@ -252,7 +271,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
 
     /// The token embeddings, `[batch, seq] -> [batch, seq, hidden]`.
     pub(crate) fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.model.embed_tokens.forward(ids)
+        to_dtype(self.model.embed_tokens.forward(ids), self.precision.dtype())
     }
 
     /// Logits of final (normed) hidden states: `[batch, seq, hidden] -> [batch, seq, vocab]`.
@@ -261,7 +280,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
             Some(head) => head.forward(hidden),
             None => {
                 let [batch, seq, width] = hidden.dims();
-                let embedding = self.model.embed_tokens.weight.val();
+                let embedding = to_dtype(self.model.embed_tokens.weight.val(), hidden.dtype());
                 let logits =
                     matrix_product(hidden.reshape([batch * seq, width]), embedding.transpose());
                 logits.reshape([batch, seq, self.config.vocab_size])
@@ -309,12 +328,12 @@ impl<B: Backend> LlamaForCausalLM<B> {
     }
 
     /// The summed negative log-likelihood of the targets, positions whose target is
-    /// [`IGNORE_INDEX`] left out.
+    /// [`IGNORE_INDEX`] left out; computed in f32 from logits of any float type.
     ///
     /// # Shapes
     /// - logits: `[positions, vocab]`, targets: `[positions]`; returns `[1]`.
     pub(crate) fn nll_sum(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
-        crate::nn::nll_sum(logits, targets, IGNORE_INDEX)
+        crate::nn::nll_sum(to_dtype(logits, DType::F32), targets, IGNORE_INDEX)
     }
 }
 

@@ -6,6 +6,7 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 
 use super::matrix_product::last_axis_product;
+use super::precision::to_dtype;
 
 /// The shape and hyper-parameters of one [`LoraAdapter`].
 #[derive(Config, Debug)]
@@ -80,15 +81,18 @@ impl<B: Backend> LoraAdapter<B> {
         self.lora_a.dims()[1]
     }
 
-    /// The update for `x`, without ever forming `A @ B`.
+    /// The update for `x`, without ever forming `A @ B`. As PEFT does, `x` is cast to the
+    /// factors' type (f32 under mixed precision) and the update back to `x`'s.
     ///
     /// # Shapes
     /// - x: `[..., in]`; returns `[..., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let x = self.dropout.forward(x);
+        let (a, b) = (self.lora_a.val(), self.lora_b.val());
+        let dtype = x.dtype();
+        let x = self.dropout.forward(to_dtype(x, a.dtype()));
         // The scaling on the rank-r product: `r` values per token to scale instead of `out`.
-        let low = last_axis_product(x, self.lora_a.val()) * self.scaling;
-        last_axis_product(low, self.lora_b.val())
+        let low = last_axis_product(x, a) * self.scaling;
+        to_dtype(last_axis_product(low, b), dtype)
     }
 
     /// `scaling * A @ B`, `[in, out]`: the change merging makes to the base weight.

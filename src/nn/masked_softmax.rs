@@ -42,7 +42,7 @@ mod flex {
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
     use burn::backend::{Autodiff, Flex};
-    use burn::tensor::{Bool, Tensor, TensorPrimitive, backend::Backend};
+    use burn::tensor::{Bool, DType, Tensor, TensorPrimitive, backend::Backend};
     use burn_flex::FlexTensor;
     use rayon::prelude::*;
 
@@ -59,6 +59,9 @@ mod flex {
         hidden: Tensor<B, 4, Bool>,
         scale: f64,
     ) -> Result<Tensor<B, 4>, Inputs<B>> {
+        if scores.dtype() != DType::F32 {
+            return Err((scores, hidden));
+        }
         let shape = scores.dims();
         let scores = match cast::<_, Tensor<Flex, 4>>(scores) {
             Ok(scores) => {

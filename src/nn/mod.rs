@@ -17,6 +17,7 @@ mod nf4_linear;
 mod nf4_weight;
 mod nll;
 mod params;
+mod precision;
 mod projection;
 mod rms_norm;
 #[cfg(feature = "flex")]
@@ -37,6 +38,8 @@ pub use nf4_weight::Nf4Weight;
 pub(crate) use nll::nll_sum;
 pub use params::{ParamEntry, float_params};
 pub(crate) use params::{f32_values, float_params_f32};
+pub use precision::{Precision, store_frozen_as};
+pub(crate) use precision::{in_f32, to_dtype};
 pub(crate) use projection::WEIGHT_INIT;
 pub use projection::{INIT_STD, Projection, ProjectionConfig};
 pub use rms_norm::{RmsNorm, RmsNormConfig};

@@ -48,7 +48,7 @@ mod flex {
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
     use burn::backend::{Autodiff, Flex};
-    use burn::tensor::{Int, Tensor, TensorPrimitive, backend::Backend};
+    use burn::tensor::{DType, Int, Tensor, TensorPrimitive, backend::Backend};
     use burn_flex::FlexTensor;
     use rayon::prelude::*;
 
@@ -63,6 +63,9 @@ mod flex {
         targets: Tensor<B, 1, Int>,
         ignore_index: i64,
     ) -> Result<Tensor<B, 1>, Inputs<B>> {
+        if logits.dtype() != DType::F32 {
+            return Err((logits, targets));
+        }
         let logits = match cast::<_, Tensor<Flex, 2>>(logits) {
             Ok(logits) => {
                 let targets = target_rows(targets, ignore_index);

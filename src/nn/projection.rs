@@ -12,6 +12,7 @@ use super::matrix_product::last_axis_product;
 use super::nf4_linear::nf4_linear;
 use super::nf4_weight::Nf4Weight;
 use super::params::f32_values;
+use super::precision::{in_f32, to_dtype};
 
 /// The standard deviation of randomly initialised weights: transformers' `initializer_range`
 /// default, which Llama, Mistral and SmolLM2 configs keep (`_init_weights` draws every linear
@@ -117,12 +118,18 @@ impl<B: Backend> Projection<B> {
         }
     }
 
+    /// The product runs in `x`'s float type: a dense weight of another type is cast to it
+    /// (an f32 master weight then gets its gradient in f32), an NF4 base dequantizes in f32.
+    ///
     /// # Shapes
     /// - x: `[batch, seq, in]`; returns `[batch, seq, out]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let base = match &self.nf4 {
-            Some(nf4) => nf4_linear(x.clone(), nf4),
-            None => last_axis_product(x.clone(), self.base_weight()),
+            Some(nf4) => in_f32(x.clone(), |x| nf4_linear(x, nf4)),
+            None => {
+                let weight = to_dtype(self.base_weight(), x.dtype());
+                last_axis_product(x.clone(), weight)
+            }
         };
         match &self.lora {
             Some(lora) => base + lora.forward(x),
@@ -168,7 +175,9 @@ impl<B: Backend> Projection<B> {
     /// dequantized first) and drops it.
     pub fn merge(&mut self) {
         if let Some(lora) = self.lora.take() {
-            self.weight = Some(Param::from_tensor(self.base_weight() + lora.delta()));
+            let base = self.base_weight();
+            let delta = to_dtype(lora.delta(), base.dtype());
+            self.weight = Some(Param::from_tensor(base + delta));
             self.nf4 = None;
         }
     }

@@ -2,7 +2,9 @@
 
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{DType, Tensor, backend::Backend};
+
+use super::precision::{in_f32, to_dtype};
 
 /// The width and epsilon of an [`RmsNorm`].
 #[derive(Config, Debug)]
@@ -32,10 +34,17 @@ pub struct RmsNorm<B: Backend> {
 }
 
 impl<B: Backend> RmsNorm<B> {
+    /// Computed in f32 whatever `x`'s type, the result given back in it (as transformers and
+    /// PyTorch AMP keep norms in f32).
+    ///
     /// # Shapes
     /// - x: `[..., hidden]`, returned in the same shape.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let weight = self.weight.val();
+        in_f32(x, |x| self.forward_f32(x))
+    }
+
+    fn forward_f32<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let weight = to_dtype(self.weight.val(), DType::F32);
         #[cfg(feature = "flex")]
         let x = match super::rms_norm_op::rms_norm(x, &weight, self.eps) {
             Ok(y) => return y,

@@ -9,7 +9,7 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::{Tensor, TensorPrimitive, backend::Backend};
+use burn::tensor::{DType, Tensor, TensorPrimitive, backend::Backend};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
@@ -29,6 +29,9 @@ pub(crate) fn rms_norm<B: Backend, const D: usize>(
     weight: &Tensor<B, 1>,
     eps: f64,
 ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+        return Err(x);
+    }
     let x = match cast::<_, Tensor<Flex, D>>(x) {
         Ok(x) => {
             let weight: Tensor<Flex, 1> = same_type(weight.clone()).expect("B is Flex");

@@ -5,7 +5,9 @@
 //! both halves. (Burn's `RotaryEncoding` rotates interleaved pairs instead; keeping HF's layout
 //! means checkpoints load and save without permuting q/k rows.)
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
+
+use super::precision::to_dtype;
 
 /// Llama 3.1's frequency-dependent RoPE scaling (`rope_scaling.rope_type == "llama3"`).
 #[derive(Clone, Debug, PartialEq)]
@@ -119,7 +121,14 @@ impl<B: Backend> RopeTables<B> {
     ///
     /// # Shapes
     /// - x: `[batch, seq, heads, head_dim]`; returns `[batch, heads, seq, head_dim]`.
+    ///
+    /// In half precision the tables are cast to `x`'s type, as transformers does.
     pub(crate) fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let dtype = x.dtype();
+        if dtype != DType::F32 {
+            let (cos, sin) = (self.cos.clone(), self.sin.clone());
+            return composed_rope(x, to_dtype(cos, dtype), to_dtype(sin, dtype));
+        }
         #[cfg(feature = "flex")]
         let x = match super::rope_op::rope(x, &self.cos, &self.sin) {
             Ok(rotated) => return rotated,

@@ -12,7 +12,7 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::{Tensor, TensorPrimitive, backend::Backend};
+use burn::tensor::{DType, Tensor, TensorPrimitive, backend::Backend};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
@@ -30,6 +30,9 @@ pub(crate) fn rope<B: Backend>(
     cos: &Tensor<B, 2>,
     sin: &Tensor<B, 2>,
 ) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    if [x.dtype(), cos.dtype(), sin.dtype()] != [DType::F32; 3] {
+        return Err(x);
+    }
     let x = match cast::<_, Tensor<Flex, 4>>(x) {
         Ok(x) => {
             let cos: Tensor<Flex, 2> = same_type(cos.clone()).expect("B is Flex");

@@ -4,9 +4,10 @@
 //! Composed of Burn's ops (`gate * sigmoid(gate)`, then `* up`), the graph keeps the gate, its
 //! sigmoid, the SiLU and the up branch: four `[tokens, intermediate]` tensors per layer, the
 //! largest activations of a decoder layer. This op keeps the gate and the up branch and computes
-//! the sigmoid again in the backward pass. On the CPU backend it makes one pass each way, rows in
-//! parallel; on the GPU backends it is built from Burn's ops on the inner backend (reached as
-//! [`super::autodiff_route`] says); elsewhere the composed route runs.
+//! the sigmoid again in the backward pass. On the CPU backend in f32 it makes one pass each way,
+//! rows in parallel; on the GPU backends, and on the CPU in half precision, it is built from
+//! Burn's ops on the inner backend (reached as [`super::autodiff_route`] says); elsewhere the
+//! composed route runs.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -25,6 +26,11 @@ pub(crate) fn swiglu<B: Backend>(gate: Tensor<B, 3>, up: Tensor<B, 3>) -> Tensor
         Ok(y) => return y,
         Err(inputs) => inputs,
     };
+    // Half-precision inputs on the CPU: the op built from Burn's ops, still keeping two inputs.
+    #[cfg(feature = "flex")]
+    if let Some(y) = fused::<B, burn::backend::Flex>(&gate, &up) {
+        return y;
+    }
     #[cfg(feature = "wgpu")]
     if let Some(y) = fused::<B, burn::backend::Wgpu>(&gate, &up) {
         return y;
@@ -42,7 +48,10 @@ pub(crate) fn composed_swiglu<B: Backend>(gate: Tensor<B, 3>, up: Tensor<B, 3>) 
 }
 
 /// `Some(silu(gate) * up)` through [`SwigluBackward`] when `B` is `Autodiff<I>`.
-#[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "flex", feature = "wgpu", feature = "cuda")),
+    allow(dead_code)
+)]
 fn fused<B: Backend, I: Backend>(gate: &Tensor<B, 3>, up: &Tensor<B, 3>) -> Option<Tensor<B, 3>> {
     if !is_autodiff_of::<B, I>() {
         return None;
@@ -52,7 +61,10 @@ fn fused<B: Backend, I: Backend>(gate: &Tensor<B, 3>, up: &Tensor<B, 3>) -> Opti
     same_type(autodiff_swiglu(gate, up))
 }
 
-#[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "flex", feature = "wgpu", feature = "cuda")),
+    allow(dead_code)
+)]
 fn autodiff_swiglu<I: Backend>(
     gate: Tensor<Autodiff<I>, 3>,
     up: Tensor<Autodiff<I>, 3>,
@@ -78,7 +90,10 @@ fn autodiff_swiglu<I: Backend>(
 
 /// `d/dgate = grad * up * s * (1 + gate - silu(gate))` (`s * (1 + gate * (1 - s))`) with `s = sigmoid(gate)`, and
 /// `d/dup = grad * silu(gate)`.
-#[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "flex", feature = "wgpu", feature = "cuda")),
+    allow(dead_code)
+)]
 #[derive(Debug)]
 struct SwigluBackward;
 
@@ -112,7 +127,7 @@ mod flex {
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::{Autodiff, Flex};
-    use burn::tensor::{Tensor, TensorPrimitive, backend::Backend};
+    use burn::tensor::{DType, Tensor, TensorPrimitive, backend::Backend};
     use burn_flex::FlexTensor;
     use rayon::prelude::*;
 
@@ -127,6 +142,9 @@ mod flex {
         gate: Tensor<B, 3>,
         up: Tensor<B, 3>,
     ) -> Result<Tensor<B, 3>, (Tensor<B, 3>, Tensor<B, 3>)> {
+        if gate.dtype() != DType::F32 || up.dtype() != DType::F32 {
+            return Err((gate, up));
+        }
         let gate = match cast::<_, Tensor<Flex, 3>>(gate) {
             Ok(gate) => {
                 let up: Tensor<Flex, 3> = same_type(up).expect("B is Flex");

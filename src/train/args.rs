@@ -9,6 +9,7 @@ use super::method::{Method, SpectrumSource};
 use super::run::{NodeConfig, RunConfig};
 use crate::backend::BackendName;
 use crate::error::{Error, Result};
+use crate::nn::Precision;
 use crate::peft::LoraConfig;
 
 /// A fine-tuning method by its command-line name.
@@ -99,6 +100,11 @@ pub struct TrainArgs {
     /// Where tensors live.
     #[arg(long, value_enum, default_value_t = BackendName::Flex)]
     pub backend: BackendName,
+    /// The float type of activations and frozen weights: bf16 or f16 run mixed precision
+    /// (products in the half type; norms, softmax and loss in f32; trainable weights and
+    /// AdamW state in f32). bf16 for CUDA; f16 for wgpu where the adapter has it.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
     /// Checkpoint every N optimizer steps (and at the end) [default: at the end only].
     #[arg(long, value_name = "N")]
     pub save_every: Option<usize>,
@@ -231,6 +237,7 @@ impl TrainArgs {
                 loss_chunk: self.loss_chunk,
             },
             devices: self.devices,
+            precision: self.dtype,
             nodes: None,
             peer_timeout: Duration::try_from_secs_f64(self.peer_timeout).unwrap_or(Duration::ZERO),
         }

@@ -31,6 +31,7 @@ use crate::data::{
 use crate::error::{Error, Result};
 use crate::io::{remove_folders_named, remove_unfinished_writes, write_json};
 use crate::model::{GenerationConfig, LlamaConfig, LlamaForCausalLM, Tokenizer, generate};
+use crate::nn::Precision;
 use crate::peft::save_adapter;
 
 #[cfg(feature = "data-parallel")]
@@ -93,6 +94,8 @@ pub struct RunConfig {
     /// Data-parallel workers on this machine (1: none), each with a replica of the model and
     /// its share of every batch (`batch_size` is the global batch).
     pub devices: usize,
+    /// The float type of activations and frozen weights (mixed precision below f32).
+    pub precision: Precision,
     /// A run over several machines: this node's place and where the nodes meet (`None`:
     /// this machine alone).
     pub nodes: Option<NodeConfig>,
@@ -178,6 +181,9 @@ const EVAL_BEFORE: &str = "eval_before.json";
 pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result<RunSummary> {
     let dir = &config.output_dir;
     check_settings(config)?;
+    config
+        .precision
+        .check_supported::<B>(&B::name(device), device)?;
     let writes = config.writes_outputs();
     if writes {
         // A run folder has one run at a time: a temporary file there was left by a killed run.
@@ -206,10 +212,11 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
     let data = examples(config, &alpaca, &tokenizer, eos)?;
     // Adapters are drawn from the backend's generator: seed it, so a rerun draws the same.
     B::seed(device, config.seed);
-    let prepared = config.method.load::<B>(&config.model_dir, device)?;
+    let mut prepared = config.method.load::<B>(&config.model_dir, device)?;
     if prepared.trainable.is_empty() {
         return Err(Error::NothingToTrain(config.method.name()));
     }
+    prepared.model = prepared.model.with_precision(config.precision);
     let memory = MemoryReport::of(&prepared.model);
     let train_config = TrainConfig {
         schedule: LrSchedule::warmup_cosine(config.lr, config.warmup_steps, config.steps),
@@ -340,16 +347,30 @@ pub fn run_on(backend: BackendName, config: &RunConfig) -> Result<RunSummary> {
     backend.check_usable()?;
     match backend {
         #[cfg(feature = "flex")]
-        BackendName::Flex => run::<Autodiff<burn::backend::Flex>>(config, &Default::default()),
+        BackendName::Flex => run_named::<Autodiff<burn::backend::Flex>>(backend, config),
         #[cfg(feature = "wgpu")]
-        BackendName::Wgpu => run::<Autodiff<burn::backend::Wgpu>>(config, &Default::default()),
+        BackendName::Wgpu => run_named::<Autodiff<burn::backend::Wgpu>>(backend, config),
         #[cfg(feature = "cuda")]
-        BackendName::Cuda => run::<Autodiff<burn::backend::Cuda>>(config, &Default::default()),
+        BackendName::Cuda => run_named::<Autodiff<burn::backend::Cuda>>(backend, config),
         #[allow(unreachable_patterns)]
         missing => Err(Error::BackendMissing {
             backend: missing.feature(),
         }),
     }
+}
+
+/// [`run`] on `B`'s default device, the precision checked under the backend's command-line
+/// name first.
+#[cfg_attr(
+    not(any(feature = "flex", feature = "wgpu", feature = "cuda")),
+    allow(dead_code)
+)]
+fn run_named<B: AutodiffBackend>(backend: BackendName, config: &RunConfig) -> Result<RunSummary> {
+    let device = Default::default();
+    config
+        .precision
+        .check_supported::<B>(backend.feature(), &device)?;
+    run::<B>(config, &device)
 }
 
 fn devices_need_the_feature() -> Error {
