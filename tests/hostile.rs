@@ -666,13 +666,18 @@ fn a_training_run_killed_at_any_moment_resumes() {
         .to_vec()
     };
     let straight = dir.path().join("straight");
-    let started = std::time::Instant::now();
-    let out = run(&args(&straight)
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>());
-    assert_eq!(out.code, Some(0), "{}", out.describe());
-    let duration = started.elapsed();
+    // The shorter of two uninterrupted runs: the first may be slowed by a cold cache or by the
+    // other tests, and kills timed by a run too long land after the end.
+    let mut duration = std::time::Duration::MAX;
+    for out_dir in [straight.clone(), dir.path().join("straight-again")] {
+        let started = std::time::Instant::now();
+        let out = run(&args(&out_dir)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>());
+        assert_eq!(out.code, Some(0), "{}", out.describe());
+        duration = duration.min(started.elapsed());
+    }
     let metrics = |out: &Path| common::metrics_without_seconds(&out.join("metrics.jsonl"));
     let weights = |out: &Path| std::fs::read(out.join("model/model.safetensors")).unwrap();
     let mut interrupted = 0;

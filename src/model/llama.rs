@@ -11,8 +11,8 @@ use super::decoder::{DecoderLayer, DecoderLayerConfig};
 use super::mlp::MlpConfig;
 use crate::error::{Error, Result};
 use crate::nn::{
-    Precision, Projection, ProjectionConfig, RmsNorm, RmsNormConfig, Rope, WEIGHT_INIT,
-    attention_mask, matrix_product, store_frozen_as, to_dtype,
+    DeviceCache, Precision, Projection, ProjectionConfig, RmsNorm, RmsNormConfig, Rope,
+    WEIGHT_INIT, attention_mask, matrix_product, store_frozen_as, to_dtype,
 };
 
 /// The label that the loss ignores, as in PyTorch's `CrossEntropyLoss`.
@@ -46,6 +46,9 @@ pub struct LlamaForCausalLM<B: Backend> {
     rope: Rope,
     #[module(skip)]
     precision: Precision,
+    /// The RoPE tables and the fixed parts of attention masks, kept on the device.
+    #[module(skip)]
+    constants: DeviceCache,
 }
 
 impl LlamaConfig {
@@ -83,6 +86,7 @@ impl LlamaConfig {
             lm_head,
             config: self.clone(),
             precision: Precision::F32,
+            constants: DeviceCache::default(),
         }
     }
 }
@@ -256,7 +260,9 @@ impl<B: Backend> LlamaForCausalLM<B> {
     ) -> AttentionContext<B> {
         let c = &self.config;
         AttentionContext {
-            rope: self.rope.tables(start, seq, device),
+            rope: self
+                .rope
+                .tables(start, seq, self.precision.dtype(), &self.constants, device),
             mask: attention_mask(
                 batch,
                 c.num_attention_heads,
@@ -264,6 +270,7 @@ impl<B: Backend> LlamaForCausalLM<B> {
                 seq,
                 c.sliding_window,
                 padding,
+                &self.constants,
                 device,
             ),
         }

@@ -2,6 +2,8 @@
 
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
+use super::device_cache::DeviceCache;
+
 /// Whether query position `query` may see key position `key` (absolute positions).
 ///
 /// Causal, and with a sliding window of `w` the query sees its `w` most recent positions,
@@ -16,12 +18,15 @@ pub(super) fn is_visible(query: usize, key: usize, sliding_window: Option<usize>
 /// `padding` is the attention mask over all `past + queries` keys, `[batch][keys]`, 1 for a
 /// real token and 0 for padding; `None` means no padding.
 ///
-/// One head's mask is built on the host and sent; the device repeats it for the other heads
-/// (materialised: broadcasting is slow on the CPU backend). On a GPU this sends and builds
-/// `1 / heads` of the mask: 2 MiB instead of 64 for 8 x 512 positions and 32 heads.
+/// The parts that depend on positions only (causal order and window; where each query sits)
+/// are sent once per shape and kept on the device in `constants`; a forward pass sends only the
+/// padding, `batch x keys` booleans. The device combines them for one head and repeats that
+/// for the others (materialised: broadcasting is slow on the CPU backend).
 ///
 /// # Shapes
-/// - returns `[batch, heads, queries, past + queries]`, `true` where attention is forbidden.
+/// - padding: `[batch][past + queries]`; returns `[batch, heads, queries, past + queries]`,
+///   `true` where attention is forbidden.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_mask<B: Backend>(
     batch: usize,
     heads: usize,
@@ -29,27 +34,53 @@ pub(crate) fn attention_mask<B: Backend>(
     queries: usize,
     sliding_window: Option<usize>,
     padding: Option<&[Vec<u32>]>,
+    constants: &DeviceCache,
     device: &B::Device,
 ) -> Tensor<B, 4, Bool> {
     let keys = past + queries;
-    let mut hidden = Vec::with_capacity(batch * queries * keys);
-    for b in 0..batch {
-        for q in past..keys {
-            let row = hidden.len();
-            for k in 0..keys {
-                let padded = padding.is_some_and(|p| p[b][k] == 0);
-                hidden.push(padded || !is_visible(q, k, sliding_window));
-            }
-            // A query that may see nothing (a left-padding position) sees itself instead,
-            // so that masking with -inf cannot give NaN. Its output is padding either way.
-            if hidden[row..].iter().all(|&h| h) {
-                hidden[row + q] = false;
-            }
-        }
-    }
-    let one_head: Tensor<B, 4, Bool> =
-        Tensor::from_data(TensorData::new(hidden, [batch, 1, queries, keys]), device);
+    let shape = [batch, 1, queries, keys];
+    let unseen =
+        constants.get_or_make::<B, _, _>(device, ("unseen", past, queries, sliding_window), || {
+            pairs(
+                past,
+                queries,
+                |q, k| !is_visible(q, k, sliding_window),
+                device,
+            )
+        });
+    let Some(padding) = padding else {
+        // Every query sees at least itself.
+        return unseen.expand(shape).repeat_dim(1, heads);
+    };
+    let padded: Vec<bool> = padding.iter().flatten().map(|&m| m == 0).collect();
+    let padded: Tensor<B, 4, Bool> =
+        Tensor::from_data(TensorData::new(padded, [batch, 1, 1, keys]), device);
+    let hidden = unseen.expand(shape).bool_or(padded.expand(shape));
+    // A query that may see nothing (a left-padding position) sees itself instead, so that
+    // masking with -inf cannot give NaN. Its output is padding either way.
+    let itself =
+        constants.get_or_make::<B, _, _>(device, ("itself", past, queries, None::<usize>), || {
+            pairs(past, queries, |q, k| q == k, device)
+        });
+    let blind = hidden.clone().all_dim(3).expand(shape);
+    let one_head = hidden.bool_and(blind.bool_and(itself.expand(shape)).bool_not());
     one_head.repeat_dim(1, heads)
+}
+
+/// `rule(query, key)` over the `queries` positions after `past` and all their keys, made on
+/// the host, `[1, 1, queries, past + queries]`.
+fn pairs<B: Backend>(
+    past: usize,
+    queries: usize,
+    rule: impl Fn(usize, usize) -> bool,
+    device: &B::Device,
+) -> Tensor<B, 4, Bool> {
+    let keys = past + queries;
+    let values: Vec<bool> = (past..keys)
+        .flat_map(|q| (0..keys).map(move |k| (q, k)))
+        .map(|(q, k)| rule(q, k))
+        .collect();
+    Tensor::from_data(TensorData::new(values, [1, 1, queries, keys]), device)
 }
 
 #[cfg(test)]
@@ -58,40 +89,57 @@ mod tests {
     use burn::backend::Flex;
 
     /// Every head of every row holds the same mask, entry by entry the rule: hidden when
-    /// padded or not visible, except a query that would see nothing sees itself.
+    /// padded or not visible, except a query that would see nothing sees itself. Masks of
+    /// other paddings (and none) over the same positions reuse the kept parts and still follow
+    /// the rule.
     #[test]
     fn every_head_gets_the_rule() {
         let (batch, heads, past, queries) = (2, 3, 2, 4);
         let keys = past + queries;
+        let constants = DeviceCache::default();
         // Row 1 is left-padded over its first four keys: queries 2 and 3 see nothing.
-        let padding = vec![vec![1; keys], vec![0, 0, 0, 0, 1, 1]];
+        let left_padded = vec![vec![1; keys], vec![0, 0, 0, 0, 1, 1]];
+        let right_padded = vec![vec![1, 1, 1, 1, 1, 0], vec![1, 1, 0, 0, 0, 0]];
+        let unpadded = vec![vec![1; keys]; batch];
         let window = Some(3);
-        let mask = attention_mask::<Flex>(
-            batch,
-            heads,
-            past,
-            queries,
-            window,
-            Some(&padding),
-            &Default::default(),
-        );
-        assert_eq!(mask.dims(), [batch, heads, queries, keys]);
-        let values = mask.into_data().to_vec::<bool>().unwrap();
-        for b in 0..batch {
-            for h in 0..heads {
-                for (i, q) in (past..keys).enumerate() {
-                    let row: Vec<bool> = (0..keys)
-                        .map(|k| padding[b][k] == 0 || !is_visible(q, k, window))
-                        .collect();
-                    let sees_nothing = row.iter().all(|&x| x);
-                    for k in 0..keys {
-                        let want = row[k] && !(sees_nothing && k == q);
-                        let got = values[((b * heads + h) * queries + i) * keys + k];
-                        assert_eq!(got, want, "row {b}, head {h}, query {q}, key {k}");
+        for (padding, given) in [
+            (&left_padded, true),
+            (&right_padded, true),
+            (&unpadded, false),
+        ] {
+            let mask = attention_mask::<Flex>(
+                batch,
+                heads,
+                past,
+                queries,
+                window,
+                given.then_some(padding.as_slice()),
+                &constants,
+                &Default::default(),
+            );
+            assert_eq!(mask.dims(), [batch, heads, queries, keys]);
+            let values = mask.into_data().to_vec::<bool>().unwrap();
+            for b in 0..batch {
+                for h in 0..heads {
+                    for (i, q) in (past..keys).enumerate() {
+                        let row: Vec<bool> = (0..keys)
+                            .map(|k| padding[b][k] == 0 || !is_visible(q, k, window))
+                            .collect();
+                        let sees_nothing = row.iter().all(|&x| x);
+                        for k in 0..keys {
+                            let want = row[k] && !(sees_nothing && k == q);
+                            let got = values[((b * heads + h) * queries + i) * keys + k];
+                            assert_eq!(
+                                got, want,
+                                "{padding:?}: row {b}, head {h}, query {q}, key {k}"
+                            );
+                        }
                     }
                 }
             }
         }
+        // The causal part and the diagonal, each sent once.
+        assert_eq!(constants.len(), 2);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! attention masks and the fused loss; and reading a module tree's parameters by path.
 
 pub(crate) mod autodiff_route;
+mod device_cache;
 #[cfg(feature = "flex")]
 pub(crate) mod flex_tensor;
 mod host_read;
@@ -27,6 +28,7 @@ mod rope;
 mod rope_op;
 mod swiglu;
 
+pub(crate) use device_cache::DeviceCache;
 pub use host_read::host_reads;
 pub(crate) use host_read::read_scalar;
 pub(crate) use layout::transpose;

@@ -148,14 +148,14 @@ mod tests {
         assert_eq!(two.frozen.val().dtype(), DType::BF16);
         assert_eq!((two.trained.id, two.frozen.id), ids);
         assert!(two.trained.is_require_grad() && !two.frozen.is_require_grad());
-        // bf16 keeps 8 significant bits: 1/3 becomes 0.333984375.
+        // bf16 keeps 8 significant bits: 1/3 becomes 171/512 (0.333984375).
         let values = two
             .frozen
             .val()
             .into_data()
             .convert::<f32>()
             .to_vec::<f32>();
-        assert_eq!(values.unwrap(), vec![0.333_984_4, 3.0]);
+        assert_eq!(values.unwrap(), vec![171.0 / 512.0, 3.0]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 
+use super::device_cache::DeviceCache;
 use super::precision::to_dtype;
 
 /// Llama 3.1's frequency-dependent RoPE scaling (`rope_scaling.rope_type == "llama3"`).
@@ -91,8 +92,34 @@ impl Rope {
         }
     }
 
-    /// Tables for positions `start..start + seq`, shared by all layers of a forward pass.
+    /// Tables for positions `start..start + seq` in `dtype` (the activations' type, as
+    /// transformers casts them), shared by all layers of a forward pass: rows of the tables for
+    /// positions `0..len` (`len` the next power of two, at least 64), which are computed in
+    /// f32, sent to the device once and kept in `constants`.
     pub(crate) fn tables<B: Backend>(
+        &self,
+        start: usize,
+        seq: usize,
+        dtype: DType,
+        constants: &DeviceCache,
+        device: &B::Device,
+    ) -> RopeTables<B> {
+        let len = (start + seq).next_power_of_two().max(64);
+        let whole = constants.get_or_make::<B, _, _>(device, ("rope", len, dtype), || {
+            let sent = self.tables_from_host::<B>(0, len, device);
+            RopeTables {
+                cos: to_dtype(sent.cos, dtype),
+                sin: to_dtype(sent.sin, dtype),
+            }
+        });
+        RopeTables {
+            cos: whole.cos.narrow(0, start, seq),
+            sin: whole.sin.narrow(0, start, seq),
+        }
+    }
+
+    /// Tables for positions `start..start + seq`, made on the host and sent.
+    fn tables_from_host<B: Backend>(
         &self,
         start: usize,
         seq: usize,
@@ -122,7 +149,8 @@ impl<B: Backend> RopeTables<B> {
     /// # Shapes
     /// - x: `[batch, seq, heads, head_dim]`; returns `[batch, heads, seq, head_dim]`.
     ///
-    /// In half precision the tables are cast to `x`'s type, as transformers does.
+    /// In half precision the rotation runs in `x`'s type, the tables cast to it if they are
+    /// not already.
     pub(crate) fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let dtype = x.dtype();
         if dtype != DType::F32 {
@@ -193,6 +221,33 @@ mod tests {
         for (s, p) in scaled.iter().zip(&plain) {
             assert!(*s <= *p && *s >= p / 8.0);
         }
+    }
+
+    /// Rows of the cached tables are the tables made for the positions asked, bit for bit,
+    /// and each length is sent once.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn cached_tables_equal_the_host_made_ones_and_are_made_once_per_length() {
+        use burn::backend::Flex;
+        let rope = Rope::new(8, 10000.0, None);
+        let constants = DeviceCache::default();
+        let device = Default::default();
+        let values = |t: Tensor<Flex, 2>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        // Lengths 64, 64, 64, 128 (65 positions) and 256 (140).
+        for (start, seq) in [(0, 5), (3, 7), (60, 4), (64, 1), (100, 40)] {
+            let cached = rope.tables::<Flex>(start, seq, DType::F32, &constants, &device);
+            let sent = rope.tables_from_host::<Flex>(start, seq, &device);
+            assert_eq!(values(cached.cos), values(sent.cos), "{start} {seq}");
+            assert_eq!(values(cached.sin), values(sent.sin), "{start} {seq}");
+        }
+        assert_eq!(constants.len(), 3);
+        // Another type is another entry, its values the f32 ones rounded.
+        let half = rope.tables::<Flex>(3, 7, DType::BF16, &constants, &device);
+        assert_eq!(half.cos.dtype(), DType::BF16);
+        let sent = rope.tables_from_host::<Flex>(3, 7, &device);
+        let rounded = sent.cos.cast(burn::tensor::FloatDType::BF16);
+        assert_eq!(values(half.cos), values(rounded));
+        assert_eq!(constants.len(), 4);
     }
 
     #[test]

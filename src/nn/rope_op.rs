@@ -153,11 +153,11 @@ impl Backward<Flex, 1> for RopeBackward {
 #[cfg(test)]
 mod tests {
     use burn::backend::{Autodiff, Flex};
-    use burn::tensor::{Distribution, Tensor};
+    use burn::tensor::{DType, Distribution, Tensor};
 
     use super::rope;
-    use crate::nn::Rope;
     use crate::nn::rope::composed_rope;
+    use crate::nn::{DeviceCache, Rope};
 
     type A = Autodiff<Flex>;
 
@@ -169,7 +169,13 @@ mod tests {
     #[test]
     fn rotation_and_gradient_equal_the_composed_route() {
         let device = Default::default();
-        let tables = Rope::new(8, 10000.0, None).tables::<A>(3, 5, &device);
+        let tables = Rope::new(8, 10000.0, None).tables::<A>(
+            3,
+            5,
+            DType::F32,
+            &DeviceCache::default(),
+            &device,
+        );
         let (cos, sin) = tables.parts();
         let normal = Distribution::Normal(0.0, 2.0);
         let x = Tensor::<Flex, 4>::random([2, 5, 3, 8], normal, &device);
@@ -196,7 +202,13 @@ mod tests {
     #[test]
     fn the_plain_backend_takes_the_one_pass_route() {
         let device = Default::default();
-        let tables = Rope::new(8, 10000.0, None).tables::<Flex>(0, 4, &device);
+        let tables = Rope::new(8, 10000.0, None).tables::<Flex>(
+            0,
+            4,
+            DType::F32,
+            &DeviceCache::default(),
+            &device,
+        );
         let (cos, sin) = tables.parts();
         let x = Tensor::<Flex, 4>::random([1, 4, 2, 8], Distribution::Default, &device);
         let y = rope(x.clone(), &cos, &sin).expect("the one-pass route");
