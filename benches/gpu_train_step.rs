@@ -179,16 +179,6 @@ fn batch_json(model: &str) -> PathBuf {
     work_dir().join(format!("{model}.batch.json"))
 }
 
-/// A precision by its command-line name.
-fn precision(name: &str) -> Precision {
-    match name {
-        "f32" => Precision::F32,
-        "bf16" => Precision::Bf16,
-        "f16" => Precision::F16,
-        other => panic!("unknown precision {other}"),
-    }
-}
-
 /// One case in this process: prints `method seconds_per_step tokens_per_s first_loss
 /// trainable_params scan_seconds warmup_seconds` (`scan_seconds`: the preparation's time when
 /// it scanned, else 0), or `skipped: ...` when the device lacks the precision.
@@ -301,7 +291,9 @@ fn main() {
         let [model, method, dtype] = parts[..] else {
             panic!("GPU_BENCH_CASE is model:method:dtype, not {case}");
         };
-        child(model, method, precision(dtype));
+        let precision = <Precision as clap::ValueEnum>::from_str(dtype, false)
+            .unwrap_or_else(|e| panic!("GPU_BENCH_CASE's precision: {e}"));
+        child(model, method, precision);
         return;
     }
     std::fs::create_dir_all(work_dir()).expect("creates the work folder");

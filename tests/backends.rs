@@ -293,27 +293,7 @@ fn every_method_trains_as_on_flex() {
         let name = method.name();
         let here = train::<Autodiff<B>>(&method, Precision::F32);
         let flex = train::<Autodiff<Flex>>(&method, Precision::F32);
-        eprintln!("{name}: losses {:?}, flex {:?}", here.losses, flex.losses);
-        for (got, want) in here
-            .losses
-            .iter()
-            .zip(&flex.losses)
-            .take(comparable_steps(&method))
-        {
-            assert!(
-                (got - want).abs() <= loss_tolerance() * want.abs(),
-                "{name}: losses {:?}, flex {:?}",
-                here.losses,
-                flex.losses
-            );
-        }
-        assert!(here.losses[2] < here.losses[0], "{name}: {:?}", here.losses);
-        assert_eq!(here.optimizer_states, here.trainable, "{name}");
-        assert!(
-            here.moved_frozen.is_empty(),
-            "{name}: {:?}",
-            here.moved_frozen
-        );
+        assert_trains_like_flex(&name, &method, &here, &flex, loss_tolerance());
         let base_trains = matches!(method, Method::Full | Method::Spectrum(_));
         assert!(
             !here.up_proj_moved || base_trains,
@@ -321,6 +301,39 @@ fn every_method_trains_as_on_flex() {
         );
         assert_eq!(here.up_proj_moved, flex.up_proj_moved, "{name}");
     }
+}
+
+/// What every run must show against flex's f32 run: losses within `tolerance` (relative) for
+/// the comparable steps, a loss that goes down, optimizer state only for what trains, and no
+/// frozen parameter moved.
+fn assert_trains_like_flex(
+    name: &str,
+    method: &Method,
+    here: &Trained,
+    flex: &Trained,
+    tolerance: f64,
+) {
+    eprintln!("{name}: losses {:?}, flex {:?}", here.losses, flex.losses);
+    for (got, want) in here
+        .losses
+        .iter()
+        .zip(&flex.losses)
+        .take(comparable_steps(method))
+    {
+        assert!(
+            (got - want).abs() <= tolerance * want.abs(),
+            "{name}: losses {:?}, flex {:?}",
+            here.losses,
+            flex.losses
+        );
+    }
+    assert!(here.losses[2] < here.losses[0], "{name}: {:?}", here.losses);
+    assert_eq!(here.optimizer_states, here.trainable, "{name}");
+    assert!(
+        here.moved_frozen.is_empty(),
+        "{name}: {:?}",
+        here.moved_frozen
+    );
 }
 
 /// The half type this backend computes in: bf16 where it has it, else f16 (lavapipe's Vulkan
@@ -349,30 +362,7 @@ fn every_method_trains_in_half_precision() {
         let name = format!("{} in {precision}", method.name());
         let here = train::<Autodiff<B>>(&method, precision);
         let flex = train::<Autodiff<Flex>>(&method, Precision::F32);
-        eprintln!(
-            "{name}: losses {:?}, flex f32 {:?}",
-            here.losses, flex.losses
-        );
-        for (got, want) in here
-            .losses
-            .iter()
-            .zip(&flex.losses)
-            .take(comparable_steps(&method))
-        {
-            assert!(
-                (got - want).abs() <= HALF_LOSS_TOLERANCE * want.abs(),
-                "{name}: losses {:?}, flex f32 {:?}",
-                here.losses,
-                flex.losses
-            );
-        }
-        assert!(here.losses[2] < here.losses[0], "{name}: {:?}", here.losses);
-        assert_eq!(here.optimizer_states, here.trainable, "{name}");
-        assert!(
-            here.moved_frozen.is_empty(),
-            "{name}: {:?}",
-            here.moved_frozen
-        );
+        assert_trains_like_flex(&name, &method, &here, &flex, HALF_LOSS_TOLERANCE);
         assert_eq!(here.dtypes.0, HashSet::from([DType::F32]), "{name}");
         if method != Method::Full {
             assert_eq!(here.dtypes.1, HashSet::from([half_dtype]), "{name}");
@@ -518,6 +508,7 @@ mod cli {
     use super::common::{counting_data, tiny_model};
 
     use burn_spectrum::nn::Precision;
+    use burn_spectrum::train::read_summary;
 
     /// The backend the build adds to flex (flex itself when it adds none).
     const BACKEND: &str = if cfg!(feature = "cuda") {
@@ -662,7 +653,11 @@ mod cli {
                 (got[0] - want[0]).abs() <= super::HALF_LOSS_TOLERANCE * want[0],
                 "{got:?} vs {want:?}"
             );
-            let bytes = |dir: &Path| summary(dir)["weight_bytes"].as_u64().unwrap();
+            let bytes = |dir: &Path| {
+                read_summary(&dir.join("summary.json"))
+                    .unwrap()
+                    .weight_bytes
+            };
             assert!(bytes(&out_dir) < bytes(&flex), "{precision}");
             let exported = std::fs::read(out_dir.join("model/model.safetensors")).unwrap();
             let exported = safetensors::SafeTensors::deserialize(&exported).unwrap();
@@ -675,11 +670,6 @@ mod cli {
             trained += 1;
         }
         assert!(trained >= 1, "neither bf16 nor f16 ran on {BACKEND}");
-    }
-
-    fn summary(out: &Path) -> serde_json::Value {
-        let text = std::fs::read_to_string(out.join("summary.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
     }
 
     /// Without a device, one message and exit status 1, before anything is written.

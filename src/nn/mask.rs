@@ -58,10 +58,9 @@ pub(crate) fn attention_mask<B: Backend>(
     let hidden = unseen.expand(shape).bool_or(padded.expand(shape));
     // A query that may see nothing (a left-padding position) sees itself instead, so that
     // masking with -inf cannot give NaN. Its output is padding either way.
-    let itself =
-        constants.get_or_make::<B, _, _>(device, ("itself", past, queries, None::<usize>), || {
-            pairs(past, queries, |q, k| q == k, device)
-        });
+    let itself = constants.get_or_make::<B, _, _>(device, ("itself", past, queries), || {
+        pairs(past, queries, |q, k| q == k, device)
+    });
     let blind = hidden.clone().all_dim(3).expand(shape);
     let one_head = hidden.bool_and(blind.bool_and(itself.expand(shape)).bool_not());
     one_head.repeat_dim(1, heads)

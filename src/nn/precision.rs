@@ -37,11 +37,6 @@ impl Precision {
         }
     }
 
-    /// Bytes per value of activations and frozen weights.
-    pub fn bytes(self) -> usize {
-        self.dtype().size()
-    }
-
     /// [`Error::PrecisionUnsupported`] unless `B`'s `device` can store, convert and compute in
     /// this type (asked of the backend, so before any work starts).
     pub fn check_supported<B: Backend>(self, backend: &str, device: &B::Device) -> Result<()> {
@@ -64,13 +59,11 @@ impl Precision {
     }
 }
 
+/// The command-line name: `f32`, `bf16`, `f16`.
 impl fmt::Display for Precision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Precision::F32 => "f32",
-            Precision::Bf16 => "bf16",
-            Precision::F16 => "f16",
-        })
+        let name = clap::ValueEnum::to_possible_value(self).expect("no variant is skipped");
+        f.write_str(name.get_name())
     }
 }
 

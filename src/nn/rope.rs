@@ -149,20 +149,17 @@ impl<B: Backend> RopeTables<B> {
     /// # Shapes
     /// - x: `[batch, seq, heads, head_dim]`; returns `[batch, heads, seq, head_dim]`.
     ///
-    /// In half precision the rotation runs in `x`'s type, the tables cast to it if they are
-    /// not already.
+    /// In half precision the rotation runs in `x`'s type (the CPU's one-pass route is f32
+    /// only), the tables cast to it if they are not already.
     pub(crate) fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let dtype = x.dtype();
-        if dtype != DType::F32 {
-            let (cos, sin) = (self.cos.clone(), self.sin.clone());
-            return composed_rope(x, to_dtype(cos, dtype), to_dtype(sin, dtype));
-        }
         #[cfg(feature = "flex")]
         let x = match super::rope_op::rope(x, &self.cos, &self.sin) {
             Ok(rotated) => return rotated,
             Err(x) => x,
         };
-        composed_rope(x, self.cos.clone(), self.sin.clone())
+        let dtype = x.dtype();
+        let (cos, sin) = (self.cos.clone(), self.sin.clone());
+        composed_rope(x, to_dtype(cos, dtype), to_dtype(sin, dtype))
     }
 
     /// The cosine and sine tables.
